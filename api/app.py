@@ -1,0 +1,305 @@
+"""FastAPI application: REST under /api/v1, WebSockets /ws/live and /ws/alarms, the dashboard.
+
+Routes hold only HTTP concerns: they validate parameters, call the service and shape JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import (
+    APIRouter,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,
+    WebSocket,
+    WebSocketDisconnect,
+)
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from alarms.lifecycle import AlarmError
+from alarms.workflows import RestoreRefused
+from dashboard import STATIC_DIR
+from minewatch.readings import iso, parse_time
+from minewatch.service import Service
+from simulators.mine import SCENARIOS, ScenarioError
+
+MAX_RANGE_S = 31 * 86400
+MAX_LIMIT = 100_000
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _time(name: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        t = parse_time(text)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: not an ISO 8601 time or epoch seconds: {text!r}") \
+            from exc
+    if not math.isfinite(t):
+        raise HTTPException(422, f"{name}: not a finite time")
+    return t
+
+
+def _range(t_from: str | None, t_to: str | None, default_span: float) -> tuple[float, float]:
+    hi = _time("to", t_to)
+    lo = _time("from", t_from)
+    hi = time.time() + 1 if hi is None else hi
+    lo = hi - default_span if lo is None else lo
+    if lo >= hi:
+        raise HTTPException(422, "from must be earlier than to")
+    if hi - lo > MAX_RANGE_S:
+        raise HTTPException(422, f"time range too large (max {MAX_RANGE_S // 86400} days)")
+    return lo, hi
+
+
+class AckBody(BaseModel):
+    user: str = Field("dispatcher", min_length=1, max_length=64)
+    comment: str = Field("", max_length=500)
+
+
+class RestoreBody(BaseModel):
+    user: str = Field(min_length=1, max_length=64)
+    reason: str = Field("", max_length=500)
+
+
+class ScenarioBody(BaseModel):
+    scenario: str
+    point: str
+    value: float | None = Field(None, allow_inf_nan=False)
+    ramp_s: float = Field(0.0, ge=0, le=3600)
+
+
+router = APIRouter(prefix="/api/v1")
+Svc = Annotated[Service, "service"]
+
+
+def svc(request: Request) -> Service:
+    return get_service(request)
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    s = svc(request)
+    c = s.counters
+    return {"status": "ok", "mine": s.mine.mine.id, "store": "sqlite",
+            "uptime_s": round(time.time() - c.started_at, 1),
+            "readings": c.readings, "stored": c.stored, "duplicates": c.duplicates,
+            "store_errors": c.store_errors, "open_alarms": len(s.book.open),
+            "substations": s.substations_json()}
+
+
+@router.get("/mine")
+async def mine_layout(request: Request) -> dict[str, Any]:
+    s = svc(request)
+    m = s.mine
+    return {"mine": m.mine.model_dump(), "areas": [a.model_dump() for a in m.areas],
+            "roadways": [r.model_dump() for r in m.roadways],
+            "substations": s.substations_json(),
+            "relays": [{**r.model_dump(), "cut": s.power.relay_cut[r.id]} for r in m.relays]}
+
+
+@router.get("/points")
+async def points(request: Request) -> list[dict[str, Any]]:
+    s = svc(request)
+    return [s.point_json(i) for i in range(len(s.points))]
+
+
+@router.get("/points/{point_id}")
+async def point(request: Request, point_id: str) -> dict[str, Any]:
+    s = svc(request)
+    if point_id not in s.slot_of:
+        raise HTTPException(404, f"unknown point {point_id!r}")
+    return s.point_json(s.slot_of[point_id])
+
+
+@router.get("/points/{point_id}/readings")
+async def point_readings(
+        request: Request, point_id: str,
+        t_from: Annotated[str | None, Query(alias="from")] = None,
+        t_to: Annotated[str | None, Query(alias="to")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10_000) -> dict[str, Any]:
+    s = svc(request)
+    if point_id not in s.slot_of:
+        raise HTTPException(404, f"unknown point {point_id!r}")
+    lo, hi = _range(t_from, t_to, 600)
+    rows = await s.store.readings(point_id, lo, hi, limit)
+    from minewatch.readings import Quality
+    return {"point_id": point_id, "from": iso(lo), "to": iso(hi), "count": len(rows),
+            "truncated": len(rows) >= limit,
+            "readings": [{"ts": iso(ts), "value": v, "quality": Quality(q).label,
+                          "received_at": iso(rx)} for _, ts, v, q, rx in rows]}
+
+
+AlarmStateQ = Literal["active", "open", "unack_active", "ack_active", "unack_rtn", "cleared"]
+
+
+@router.get("/alarms")
+async def alarms(
+        request: Request, state: AlarmStateQ | None = None,
+        t_from: Annotated[str | None, Query(alias="from")] = None,
+        t_to: Annotated[str | None, Query(alias="to")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[dict[str, Any]]:
+    s = svc(request)
+    lo, hi = _time("from", t_from), _time("to", t_to)
+    if lo is not None and hi is not None and lo >= hi:
+        raise HTTPException(422, "from must be earlier than to")
+    if state in ("open", "active", "unack_active", "ack_active", "unack_rtn") and \
+            lo is None and hi is None:
+        recs = [r for r in s.book.open.values()
+                if state == "open" or (state == "active" and r.active) or r.state == state]
+        recs.sort(key=lambda r: r.raised_at, reverse=True)
+        recs = recs[:limit]
+    else:
+        recs = await s.store.alarms(state, lo, hi, limit)
+    return [s.alarm_json(r) for r in recs]
+
+
+@router.post("/alarms/{alarm_id}/ack")
+async def ack_alarm(request: Request, alarm_id: str, body: AckBody | None = None) -> dict:
+    s = svc(request)
+    body = body or AckBody()
+    try:
+        rec = s.book.ack(alarm_id, body.user, time.time())
+    except AlarmError as exc:
+        raise HTTPException(409 if alarm_id in s.book.open else 404, str(exc)) from exc
+    s._alarm_changed(rec, "acknowledged")
+    return s.alarm_json(rec)
+
+
+@router.get("/commands")
+async def commands(
+        request: Request,
+        t_from: Annotated[str | None, Query(alias="from")] = None,
+        t_to: Annotated[str | None, Query(alias="to")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[dict[str, Any]]:
+    s = svc(request)
+    lo, hi = _time("from", t_from), _time("to", t_to)
+    if lo is not None and hi is not None and lo >= hi:
+        raise HTTPException(422, "from must be earlier than to")
+    await asyncio.sleep(0)
+    return [s.command_json(c) for c in await s.store.commands(lo, hi, limit)]
+
+
+@router.post("/relays/{relay_id}/restore")
+async def restore_relay(request: Request, relay_id: str, body: RestoreBody) -> dict:
+    s = svc(request)
+    if relay_id not in s.mine.relay_by_id:
+        raise HTTPException(404, f"unknown relay {relay_id!r}")
+    if not s.power.relay_cut[relay_id]:
+        raise HTTPException(409, f"relay {relay_id} is not cut")
+    try:
+        cmd = await s.power.restore(relay_id, body.user, body.reason, s.restore_blocker)
+    except RestoreRefused as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return s.command_json(cmd)
+
+
+@router.get("/substations")
+async def substations(request: Request) -> list[dict[str, Any]]:
+    return svc(request).substations_json()
+
+
+@router.get("/sim")
+async def sim_state(request: Request) -> dict[str, Any]:
+    s = svc(request)
+    if s.sim is None:
+        raise HTTPException(404, "no simulator in this service")
+    return {"scenarios": SCENARIOS, "relays": s.sim.relay_states(),
+            "substations": {k: {"online": v.online, "port": v.port}
+                            for k, v in s.sim.substations.items()},
+            "injections": [vars(i) for i in s.sim.injections[-100:]]}
+
+
+@router.post("/sim/scenarios")
+async def inject(request: Request, body: ScenarioBody) -> dict[str, Any]:
+    s = svc(request)
+    if s.sim is None:
+        raise HTTPException(404, "no simulator in this service")
+    try:
+        inj = await s.sim.inject(body.scenario, body.point, value=body.value, ramp_s=body.ramp_s)
+    except ScenarioError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return vars(inj)
+
+
+async def _pump(ws: WebSocket, service: Service, topic: str, first: list[Any]) -> None:
+    async with service.bus.subscribe(topic) as sub:
+        for msg in first:
+            await ws.send_json(msg)
+        receiver = asyncio.create_task(_drain_client(ws))
+        try:
+            while not receiver.done():
+                getter = asyncio.create_task(sub.queue.get())
+                done, _ = await asyncio.wait({getter, receiver},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    await ws.send_json(getter.result()[1])
+                else:
+                    getter.cancel()
+        finally:
+            receiver.cancel()
+
+
+async def _drain_client(ws: WebSocket) -> None:
+    """Read (and ignore) client frames so a disconnect is noticed promptly."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await ws.receive_text()
+
+
+def create_app(service: Service, *, manage: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage:
+            await service.start()
+        try:
+            yield
+        finally:
+            if manage:
+                await service.stop()
+
+    app = FastAPI(title="minewatch", version="0.1.0", lifespan=lifespan,
+                  description="煤矿安全监控: gas and ventilation monitoring and alarm service")
+    app.state.service = service
+    app.include_router(router)
+
+    @app.websocket("/ws/live")
+    async def ws_live(ws: WebSocket) -> None:
+        await ws.accept()
+        snapshot = {"type": "snapshot",
+                    "points": [service.point_live(i) for i in range(len(service.points))]}
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await _pump(ws, service, "live", [snapshot])
+
+    @app.websocket("/ws/alarms")
+    async def ws_alarms(ws: WebSocket) -> None:
+        await ws.accept()
+        snapshot = {"type": "snapshot",
+                    "alarms": [service.alarm_json(r) for r in service.book.open.values()]}
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await _pump(ws, service, "alarms", [snapshot])
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> RedirectResponse:
+        return RedirectResponse("/dashboard/index.html")
+
+    @app.exception_handler(ValueError)
+    async def value_error(_: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    app.mount("/dashboard", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
+    return app

@@ -1,0 +1,83 @@
+"""Command line: ``minewatch run`` (the service) and ``minewatch simulate`` (inject scenarios)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from minewatch.mine import ConfigError
+
+app = typer.Typer(help="minewatch: 煤矿安全监控 gas and ventilation monitoring and alarms.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="address to serve the API on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    config: Annotated[Path | None, typer.Option(help="mine configuration TOML")] = None,
+    data_dir: Annotated[Path, typer.Option(help="embedded store directory")] = Path("data"),
+    simulate: Annotated[bool, typer.Option(help="start the mine's simulated substations")] = True,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Run the service: collectors, engine, store, REST/WebSocket API and dashboard."""
+    import uvicorn
+
+    from api.app import create_app
+    from minewatch.service import Service
+    from minewatch.settings import Settings
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    overrides: dict = {"host": host, "port": port, "data_dir": data_dir, "simulate": simulate,
+                       "log_level": log_level}
+    if config is not None:
+        overrides["mine_config"] = config
+    settings = Settings(**overrides)
+    try:
+        service = Service(settings)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"minewatch: mine {service.mine.mine.name} ({len(service.points)} points), "
+               f"data in {settings.data_dir.resolve()}")
+    typer.echo(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", lifespan="on")
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Argument(help="gas-overlimit, gas-alarm, fan-stop, "
+                                                 "sensor-fault, calibrate, substation-offline, "
+                                                 "substation-online, relay-stuck, clear")],
+    point: Annotated[str, typer.Option(help="point id, e.g. 001A02")],
+    api: Annotated[str, typer.Option(help="URL of the running service")] =
+        "http://127.0.0.1:8000",
+    value: Annotated[float | None, typer.Option(help="value to hold (default per scenario)")]
+        = None,
+    ramp_s: Annotated[float, typer.Option(help="seconds to ramp to the value")] = 0.0,
+) -> None:
+    """Inject a scenario into the running service's simulated mine."""
+    import httpx
+
+    body = {"scenario": scenario, "point": point, "ramp_s": ramp_s}
+    if value is not None:
+        body["value"] = value
+    try:
+        r = httpx.post(f"{api.rstrip('/')}/api/v1/sim/scenarios", json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach {api}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if r.status_code != 200:
+        typer.echo(f"refused ({r.status_code}): {r.json().get('detail', r.text)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(r.json(), ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    app()

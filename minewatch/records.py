@@ -1,0 +1,57 @@
+"""Alarm and command records: what the engine's workflows produce and the store keeps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+AlarmState = Literal["unack_active", "ack_active", "unack_rtn", "cleared", "shelved"]
+CommandResult = Literal["pending", "sent", "verified", "unverified", "failed", "refused"]
+
+
+@dataclass
+class AlarmRecord:
+    id: str
+    point_id: str
+    kind: str
+    severity: int  # 1 critical, 2 high, 3 medium
+    state: AlarmState
+    raised_at: float
+    value: float
+    message: str
+    cleared_at: float | None = None  # returned to normal
+    acked_at: float | None = None
+    acked_by: str | None = None
+    drill: bool = False
+    updated_at: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("unack_active", "ack_active")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CommandRecord:
+    id: str
+    action: Literal["cut", "restore"]
+    target: str  # relay id
+    area: str
+    reason: str
+    issued_by: str  # "engine" or a user name
+    issued_at: float
+    alarm_id: str | None = None
+    detected_perf: float | None = None  # perf_counter when the causing reading was received
+    sent_at: float | None = None
+    sent_latency_ms: float | None = None  # reading received → coil write sent
+    verified_at: float | None = None
+    result: CommandResult = "pending"
+    detail: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("detected_perf")
+        return d

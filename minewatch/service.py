@@ -1,0 +1,384 @@
+"""The running service: wires collectors → engine → workflows → store and event bus.
+
+This is the composition root (with ``cli``): the only module of the shared package that
+imports the other packages. Data flows one way: a collector hands a batch to
+``handle_batch``; the engine turns it into edge events; cut edges open relays *before*
+anything is stored; then records are queued for the store writer and published on the bus,
+which the API's WebSockets read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from alarms.engine import (
+    ALARM_KINDS,
+    CUT,
+    FAULT,
+    LIMIT_BITS,
+    STALE,
+    evaluate,
+    new_state,
+    sweep_stale,
+)
+from alarms.lifecycle import AlarmBook
+from alarms.workflows import PowerCutWorkflow
+from ingest.modbus import ModbusCollector
+from ingest.sqlite_store import SqliteStore
+from minewatch.bus import EventBus
+from minewatch.mine import Mine, Point, Relay, ResolvedLimits, Thresholds, resolve_limits
+from minewatch.readings import Batch, Quality, iso
+from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.settings import Settings
+from simulators.mine import SimulatedMine
+
+log = logging.getLogger("minewatch.service")
+
+KIND_BIT = {k: np.uint8(1 << i) for i, k in enumerate(ALARM_KINDS)}
+
+
+@dataclass
+class Counters:
+    batches: int = 0
+    readings: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    store_errors: int = 0
+    events: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+def alarm_message(point: Point, kind: str, value: float, lim: ResolvedLimits,
+                  unit: str, sensor_name: str) -> str:
+    """What the dispatcher reads, in Chinese."""
+    v = "—" if not math.isfinite(value) else f"{value:.2f}{unit}"
+    if kind == "over_limit":
+        label = "瓦斯超限" if point.kind == "ch4" else f"{sensor_name}超限"
+        return f"{label}: {point.name} {v} ≥ 报警浓度 {lim.alarm_hi:g}{unit}"
+    if kind == "power_cut_limit":
+        return f"瓦斯超限断电: {point.name} {v} ≥ 断电浓度 {lim.cut:g}{unit}，已发出断电指令"
+    if kind == "under_limit":
+        if point.kind == "fan":
+            return f"局部通风机停止运行: {point.name}"
+        return f"{sensor_name}低限报警: {point.name} {v} < {lim.alarm_lo:g}{unit}"
+    if kind == "fault":
+        return f"传感器故障: {point.name}"
+    if kind == "stale":
+        return f"通讯中断/数据超时: {point.name}"
+    if kind == "cut_unverified":
+        return f"断电未确认（馈电异常）: {point.name}"
+    return f"{kind}: {point.name}"
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.mine = Mine.load(settings.mine_config)
+        self.limits = Thresholds.load(settings.thresholds)
+        self.mine.validate_against(self.limits)
+        self.points: list[Point] = list(self.mine.points)
+        self.slot_of = {p.id: i for i, p in enumerate(self.points)}
+        self.resolved = [resolve_limits(p, self.limits) for p in self.points]
+        period = {s.id: s.poll_ms / 1000.0 for s in self.mine.substations}
+        self.period = period
+        stale_after = [self.limits.timing.stale_polls * period[p.substation] for p in self.points]
+        r = self.resolved
+        self.engine = new_state([x.alarm_hi for x in r], [x.alarm_lo for x in r],
+                                [x.cut for x in r], [x.restore for x in r],
+                                [x.deadband for x in r], stale_after)
+        self.bus = EventBus()
+        self.book = AlarmBook()
+        self.store = SqliteStore(settings.data_dir / "minewatch.db")
+        self.power = PowerCutWorkflow(self.mine, self._write_relay, self._record_command,
+                                      self._read_feed, self._verify_window)
+        self.sim = SimulatedMine(self.mine, self.limits) if settings.simulate else None
+        self.collectors: dict[str, ModbusCollector] = {}
+        self.counters = Counters()
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self.ports: dict[str, int] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.open()
+        open_alarms = await self.store.alarms("open", None, None, 100_000)
+        self.book.restore(open_alarms)
+        for rec in open_alarms:  # engine resumes with the conditions still open
+            slot = self.slot_of.get(rec.point_id)
+            if slot is not None and rec.active and rec.kind in KIND_BIT:
+                self.engine.bits[slot] |= KIND_BIT[rec.kind]
+        self.power.restore_state(await self.store.commands(None, None, 10_000))
+        if self.sim is not None:
+            self.ports = await self.sim.start()
+        for sub in self.mine.substations:
+            port = self.ports.get(sub.id, sub.port)
+            col = ModbusCollector(self.mine, sub, self.limits, self.slot_of, self.handle_batch,
+                                  port=port)
+            self.collectors[sub.id] = col
+        self._tasks.append(asyncio.create_task(self._writer(), name="store-writer"))
+        for col in self.collectors.values():
+            self._tasks.append(col.start())
+        self._tasks.append(asyncio.create_task(self._supervise(), name="supervisor"))
+        await self._reassert_cuts()
+        log.info("minewatch started: mine %s, %d points, %d substations",
+                 self.mine.mine.id, len(self.points), len(self.collectors))
+
+    async def stop(self) -> None:
+        for col in self.collectors.values():
+            await col.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self._drain()
+        if self.sim is not None:
+            await self.sim.stop()
+        await self.store.close()
+
+    async def _reassert_cuts(self) -> None:
+        """Fail safe across restarts: a relay recorded as cut is opened again at start."""
+        for relay_id, is_cut in self.power.relay_cut.items():
+            if is_cut:
+                relay = self.mine.relay_by_id[relay_id]
+                try:
+                    await self._write_relay(relay, True)
+                    self._queue.put_nowait(("journal", ("relay_reasserted", relay_id, {})))
+                except Exception as exc:
+                    log.error("could not re-assert cut on %s: %s", relay_id, exc)
+
+    # --- hot path ----------------------------------------------------------------------------
+    async def handle_batch(self, batch: Batch) -> None:
+        events = evaluate(self.engine, batch.slots, batch.ts, batch.values, batch.quality,
+                          batch.received_at)
+        self.counters.batches += 1
+        self.counters.readings += len(batch)
+        if len(events):
+            await self._handle_events(events.rows(), batch.received_perf)
+        for cmd in self.power.check(time.time()):
+            self._after_settle(cmd)
+        self._queue.put_nowait(("readings", batch))
+        self.bus.publish("live", {"type": "readings", "points": [
+            self.point_live(int(s)) for s in batch.slots]})
+
+    async def _handle_events(self, rows: list[tuple[int, str, bool, float, float]],
+                             detected_perf: float | None) -> None:
+        self.counters.events += len(rows)
+        changed: list[tuple[AlarmRecord, str]] = []
+        cuts = []
+        for slot, kind, raised, value, ts in rows:
+            point = self.points[slot]
+            if raised:
+                msg = self._message(point, kind, value)
+                rec = self.book.raise_(point.id, kind, value, ts, msg)
+                changed.append((rec, "raised"))
+                if kind == "power_cut_limit":
+                    cuts.append(self.power.cut(point, rec.id, value, detected_perf))
+            else:
+                rec = self.book.clear(point.id, kind, ts)
+                if rec is not None:
+                    changed.append((rec, "returned"))
+                if kind == "power_cut_limit":
+                    self._queue.put_nowait(("journal", ("restore_permitted", point.id,
+                                                        {"value": value})))
+        if cuts:
+            await asyncio.gather(*cuts)
+        for rec, transition in changed:
+            self._alarm_changed(rec, transition)
+
+    def _message(self, point: Point, kind: str, value: float) -> str:
+        sensor = self.limits.sensors[point.kind]
+        return alarm_message(point, kind, value, self.resolved[self.slot_of[point.id]],
+                             sensor.unit, sensor.name)
+
+    def _alarm_changed(self, rec: AlarmRecord, transition: str) -> None:
+        self._queue.put_nowait(("alarm", (rec, transition)))
+        self.bus.publish("alarms", {"type": "alarm", "transition": transition,
+                                    "alarm": self.alarm_json(rec)})
+
+    # --- workflow callbacks ------------------------------------------------------------------
+    async def _write_relay(self, relay: Relay, cut: bool) -> None:
+        await self.collectors[relay.substation].write_coil(relay.coil, cut)
+
+    def _record_command(self, cmd: CommandRecord) -> None:
+        self._queue.put_nowait(("command", cmd))
+        self.bus.publish("alarms", {"type": "command", "command": self.command_json(cmd)})
+
+    def _after_settle(self, cmd: CommandRecord) -> None:
+        if cmd.result == "unverified" and cmd.action == "cut":
+            relay = self.mine.relay_by_id[cmd.target]
+            point = self.mine.point_by_id.get(relay.feed or "")
+            if point is not None:
+                rec = self.book.raise_(point.id, "cut_unverified", math.nan, time.time(),
+                                       f"断电未确认（馈电异常）: {relay.name} {cmd.detail}")
+                self._alarm_changed(rec, "raised")
+
+    def _read_feed(self, point_id: str) -> tuple[float, int, float]:
+        s = self.slot_of[point_id]
+        return float(self.engine.value[s]), int(self.engine.quality[s]), float(self.engine.ts[s])
+
+    def _verify_window(self, relay: Relay) -> float:
+        return max(self.limits.timing.cut_verify_s, 2 * self.period[relay.substation])
+
+    def restore_blocker(self, point_id: str) -> str | None:
+        s = self.slot_of[point_id]
+        point, lim = self.points[s], self.resolved[s]
+        if self.engine.bits[s] & CUT:
+            return (f"{point.name} 甲烷 {self.engine.value[s]:.2f}% 未降至复电浓度 "
+                    f"{lim.restore:g}% 以下")
+        q = int(self.engine.quality[s])
+        if q != Quality.OK:
+            return f"{point.name} 数据不可信（{Quality(q).label}）"
+        return None
+
+    # --- background --------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        """Stale sweep and command verification timeouts, a few times per poll period."""
+        grace = float(self.engine.stale_after.max()) + 0.5
+        await asyncio.sleep(grace)
+        tick = min(0.25, min(self.period.values()) / 2)
+        while True:
+            now = time.time()
+            events = sweep_stale(self.engine, now)
+            if len(events):
+                await self._handle_events(events.rows(), None)
+            for cmd in self.power.check(now):
+                self._after_settle(cmd)
+            await asyncio.sleep(tick)
+
+    async def _writer(self) -> None:
+        while True:
+            item = await self._queue.get()
+            await self._persist([item])
+
+    async def _drain(self) -> None:
+        items = []
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        await self._persist(items)
+
+    async def _persist(self, items: list[tuple[str, Any]]) -> None:
+        """Write queued records in order; consecutive reading batches go in one transaction."""
+        while not self._queue.empty() and len(items) < 200:
+            items.append(self._queue.get_nowait())
+        rows: list[tuple[str, float, float, int, float]] = []
+        try:
+            for kind, payload in items:
+                if kind == "readings":
+                    rows.extend(self._rows(payload))
+                    continue
+                if rows:
+                    await self._write_rows(rows)
+                    rows = []
+                if kind == "alarm":
+                    rec, transition = payload
+                    await self.store.save_alarm(rec)
+                    await self.store.append_journal(rec.updated_at, f"alarm_{transition}", rec.id,
+                                                    rec.to_dict())
+                elif kind == "command":
+                    await self.store.save_command(payload)
+                    await self.store.append_journal(time.time(), f"command_{payload.result}",
+                                                    payload.id, payload.to_dict())
+                elif kind == "journal":
+                    event, subject, data = payload
+                    await self.store.append_journal(time.time(), event, subject, data)
+            if rows:
+                await self._write_rows(rows)
+        except Exception:
+            self.counters.store_errors += 1
+            log.exception("store write failed")
+
+    def _rows(self, batch: Batch) -> list[tuple[str, float, float, int, float]]:
+        ids = [self.points[s].id for s in batch.slots]
+        values = [None if not math.isfinite(v) else float(v) for v in batch.values]
+        return list(zip(ids, batch.ts.tolist(), values, batch.quality.tolist(),
+                        [batch.received_at] * len(ids), strict=True))
+
+    async def _write_rows(self, rows) -> None:
+        res = await self.store.write_readings(rows)
+        self.counters.stored += res.inserted
+        self.counters.duplicates += res.duplicates
+
+    # --- views (used by the API) -----------------------------------------------------------------
+    def point_state(self, slot: int) -> str:
+        bits = int(self.engine.bits[slot])
+        if bits & CUT:
+            return "cut"
+        if bits & LIMIT_BITS:
+            return "alarm"
+        if bits & FAULT:
+            return "fault"
+        if bits & STALE or self.engine.quality[slot] == Quality.STALE:
+            return "stale"
+        if self.engine.quality[slot] == Quality.CALIBRATING:
+            return "calibrating"
+        return "normal"
+
+    def point_live(self, slot: int) -> dict[str, Any]:
+        v = float(self.engine.value[slot])
+        ts = float(self.engine.ts[slot])
+        return {"id": self.points[slot].id,
+                "value": v if math.isfinite(v) else None,
+                "ts": iso(ts) if math.isfinite(ts) else None,
+                "quality": Quality(int(self.engine.quality[slot])).label,
+                "state": self.point_state(slot)}
+
+    def point_json(self, slot: int) -> dict[str, Any]:
+        p, lim = self.points[slot], self.resolved[slot]
+        sensor = self.limits.sensors[p.kind]
+        loc_name = ""
+        if p.kind == "ch4" and p.location in self.limits.methane:
+            loc_name = self.limits.methane[p.location].name
+        elif p.kind == "wind" and p.location in self.limits.wind:
+            loc_name = self.limits.wind[p.location].name
+
+        def num(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {**self.point_live(slot),
+                "name": p.name, "kind": p.kind, "kind_name": sensor.name, "unit": sensor.unit,
+                "location": p.location, "location_name": loc_name, "area": p.area,
+                "area_name": self.mine.area_by_id[p.area].name, "substation": p.substation,
+                "roadway": p.roadway, "at": p.at,
+                "limits": {"alarm_hi": num(lim.alarm_hi), "alarm_lo": num(lim.alarm_lo),
+                           "cut": num(lim.cut), "restore": num(lim.restore)},
+                "relays": [r.id for r in self.mine.cut_relays(p)] if p.kind == "ch4" else []}
+
+    def alarm_json(self, rec: AlarmRecord) -> dict[str, Any]:
+        d = rec.to_dict()
+        for k in ("raised_at", "cleared_at", "acked_at", "updated_at"):
+            d[k] = iso(d[k])
+        if not math.isfinite(d["value"]):
+            d["value"] = None
+        point = self.mine.point_by_id.get(rec.point_id)
+        d["point_name"] = point.name if point else rec.point_id
+        d["area"] = point.area if point else None
+        return d
+
+    def command_json(self, cmd: CommandRecord) -> dict[str, Any]:
+        d = cmd.to_dict()
+        for k in ("issued_at", "sent_at", "verified_at"):
+            d[k] = iso(d[k])
+        relay = self.mine.relay_by_id.get(cmd.target)
+        d["target_name"] = relay.name if relay else cmd.target
+        return d
+
+    def substations_json(self) -> list[dict[str, Any]]:
+        out = []
+        for sub in self.mine.substations:
+            col = self.collectors.get(sub.id)
+            st = col.stats if col else None
+            out.append({"id": sub.id, "name": sub.name, "poll_ms": sub.poll_ms,
+                        "online": bool(col and col.online), "port": col.port if col else None,
+                        "polls": st.polls if st else 0, "failures": st.failures if st else 0,
+                        "last_ok": iso(st.last_ok) if st and st.last_ok else None,
+                        "last_error": st.last_error if st else ""})
+        return out
