@@ -1,0 +1,45 @@
+"""The register map round-trips values and flags, including negatives and bad values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minewatch.readings import Quality
+from minewatch.registers import MAX_READ, decode, encode_channel, read_spans
+
+
+@given(st.lists(st.tuples(st.floats(-300, 300, allow_nan=False), st.booleans(), st.booleans()),
+                min_size=1, max_size=80))
+def test_encode_decode_round_trip(channels):
+    scales = np.full(len(channels), 100.0)
+    regs: list[int] = []
+    for value, fault, cal in channels:
+        regs.extend(encode_channel(value, 100.0, fault=fault, calibrating=cal))
+    values, quality = decode(regs, scales, np.full(len(channels), -1.0),
+                             np.full(len(channels), 4.0))
+    for (value, fault, cal), v, q in zip(channels, values, quality, strict=True):
+        assert math.isclose(v, max(-327.68, min(327.67, round(value * 100) / 100)), abs_tol=1e-9)
+        if fault:
+            assert q == Quality.FAULT
+        elif cal:
+            assert q == Quality.CALIBRATING
+        elif v < -1.0 or v > 4.0:
+            assert q == Quality.OUT_OF_RANGE
+        else:
+            assert q == Quality.OK
+
+
+def test_non_finite_values_go_on_the_wire_as_faults():
+    assert encode_channel(math.nan, 100.0) == (0, 1)
+    assert encode_channel(math.inf, 100.0)[1] & 1
+
+
+def test_reads_stay_within_the_modbus_limit():
+    spans = read_spans(150)
+    assert all(count <= MAX_READ for _, count in spans)
+    assert sum(count for _, count in spans) == 300
+    assert spans[0] == (0, MAX_READ)
