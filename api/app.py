@@ -29,16 +29,12 @@ from pydantic import BaseModel, Field
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
 from dashboard import STATIC_DIR
-from minewatch.readings import iso, parse_time
+from minewatch.readings import Quality, iso, parse_time
 from minewatch.service import Service
 from simulators.mine import SCENARIOS, ScenarioError
 
 MAX_RANGE_S = 31 * 86400
 MAX_LIMIT = 100_000
-
-
-def get_service(request: Request) -> Service:
-    return request.app.state.service
 
 
 def _time(name: str, text: str | None) -> float | None:
@@ -84,11 +80,10 @@ class ScenarioBody(BaseModel):
 
 
 router = APIRouter(prefix="/api/v1")
-Svc = Annotated[Service, "service"]
 
 
 def svc(request: Request) -> Service:
-    return get_service(request)
+    return request.app.state.service
 
 
 @router.get("/health")
@@ -137,7 +132,6 @@ async def point_readings(
         raise HTTPException(404, f"unknown point {point_id!r}")
     lo, hi = _range(t_from, t_to, 600)
     rows = await s.store.readings(point_id, lo, hi, limit)
-    from minewatch.readings import Quality
     return {"point_id": point_id, "from": iso(lo), "to": iso(hi), "count": len(rows),
             "truncated": len(rows) >= limit,
             "readings": [{"ts": iso(ts), "value": v, "quality": Quality(q).label,
@@ -190,7 +184,6 @@ async def commands(
     lo, hi = _time("from", t_from), _time("to", t_to)
     if lo is not None and hi is not None and lo >= hi:
         raise HTTPException(422, "from must be earlier than to")
-    await asyncio.sleep(0)
     return [s.command_json(c) for c in await s.store.commands(lo, hi, limit)]
 
 

@@ -9,6 +9,7 @@ monotonic clock so a slow read does not drift the cycle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -154,9 +155,7 @@ class ModbusCollector:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         if self.client is not None:
             self.client.close()

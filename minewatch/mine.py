@@ -191,7 +191,8 @@ class Mine(_Strict):
                 errors.append(f"{where}: unknown area {p.area}")
             if p.roadway and p.roadway not in road_ids:
                 errors.append(f"{where}: unknown roadway {p.roadway}")
-            errors += [f"{where}: unknown cut area {a}" for a in p.cut_areas or [] if a not in area_ids]
+            errors += [f"{where}: unknown cut area {a}" for a in p.cut_areas or []
+                       if a not in area_ids]
         coils: set[tuple[str, int]] = set()
         for r in self.relays:
             where = f"relay {r.id}"

@@ -35,8 +35,8 @@ async def _collect_alarms(url: str, until_kind: str, timeout: float) -> list[dic
 
 def test_gas_overlimit_cuts_power_verifies_feed_and_is_queryable(service: RunningService):
     msgs = asyncio.run(_collect_alarms(service.url, "power_cut_limit", timeout=3.0))
-    cut_alarm = [m["alarm"] for m in msgs if m["type"] == "alarm"
-                 and m["alarm"]["kind"] == "power_cut_limit"][0]
+    cut_alarm = next(m["alarm"] for m in msgs if m["type"] == "alarm"
+                 and m["alarm"]["kind"] == "power_cut_limit")
     assert cut_alarm["point_id"] == POINT
     assert cut_alarm["state"] == "unack_active"
     assert cut_alarm["value"] >= 1.5
@@ -46,7 +46,7 @@ def test_gas_overlimit_cuts_power_verifies_feed_and_is_queryable(service: Runnin
     def verified():
         cmds = service.get("/api/v1/commands").json()
         done = {c["target"] for c in cmds if c["action"] == "cut" and c["verified_at"]}
-        return cmds if FACE_RELAYS <= done else None
+        return cmds if done >= FACE_RELAYS else None
     cmds = service.wait_for(verified, timeout=5)
     for c in cmds:
         assert c["result"] == "verified"

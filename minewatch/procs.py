@@ -1,0 +1,95 @@
+"""Start and stop a real ``minewatch run`` process on loopback (tests and benchmarks).
+
+Network use is bounded: every wait has a deadline, and only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServiceProcess:
+    url: str
+    port: int
+    data_dir: Path
+    proc: subprocess.Popen
+    log: Path
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=10, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=10, **kw)
+
+    def inject(self, scenario: str, point: str, **kw: Any) -> dict:
+        r = self.post("/api/v1/sim/scenarios", json={"scenario": scenario, "point": point, **kw})
+        if r.status_code != 200:
+            raise RuntimeError(f"inject {scenario} {point}: {r.status_code} {r.text}")
+        return r.json()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0,
+                 interval: float = 0.1) -> Any:
+        """Poll ``predicate`` until it returns a truthy value (bounded); fail with the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout}s; service log tail:\n"
+                             + self.log.read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_service(workdir: Path, *extra: str, port: int | None = None,
+                  timeout: float = 30.0) -> ServiceProcess:
+    port = port or free_port()
+    data_dir = workdir / f"data-{port}"
+    log = workdir / f"service-{port}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minewatch.cli", "run", "--port", str(port), "--data-dir",
+         str(data_dir), *extra], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+        cwd=ROOT)
+    svc = ServiceProcess(f"http://127.0.0.1:{port}", port, data_dir, proc, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            h = svc.get("/api/v1/health")
+            if h.status_code == 200 and all(s["online"] for s in h.json()["substations"]):
+                return svc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"service did not become healthy:\n{log.read_text()}")

@@ -1,0 +1,28 @@
+"""Benchmarks are not tests; this only checks each bench script runs in --quick mode and
+prints the documented keys as one JSON object on its last line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+BENCHES = {
+    "latency.py": ["cut_p50_ms", "cut_p99_ms", "ws_p50_ms", "ws_p99_ms", "processing_p99_ms",
+                   "poll_period_ms"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(BENCHES))
+def test_bench_quick_prints_its_json_line(script):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in BENCHES[script]:
+        assert isinstance(result[key], int | float), (key, result)
+        assert result[key] > 0, (key, result)
