@@ -9,7 +9,6 @@ covers the relay is still at or above its restore limit, or cannot be trusted (f
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -21,7 +20,7 @@ from minewatch.records import CommandRecord
 
 log = logging.getLogger("minewatch.alarms.workflows")
 
-RelayWriter = Callable[[Relay, bool], Awaitable[None]]
+RelayWriter = Callable[[list[Relay], bool], Awaitable[None]]  # one call per range
 CommandSink = Callable[[CommandRecord], None]
 FeedReader = Callable[[str], tuple[float, int, float]]  # point id → (value, quality, ts)
 CutChecker = Callable[[str], str | None]  # point id → reason it blocks restore, or None
@@ -71,33 +70,39 @@ class PowerCutWorkflow:
             area=relay.area, reason=reason, issued_by=by, issued_at=time.time(),
             alarm_id=alarm_id, detected_perf=detected_perf)
 
-    async def _execute(self, cmd: CommandRecord, relay: Relay, cut: bool) -> CommandRecord:
+    async def _execute(self, cmds: list[CommandRecord], relays: list[Relay],
+                       cut: bool) -> list[CommandRecord]:
+        """Write all relays of one action together (one Modbus request per substation)."""
         try:
-            await self.write_relay(relay, cut)
+            await self.write_relay(relays, cut)
         except Exception as exc:  # the substation may be down: record, alarm, keep going
-            cmd.result, cmd.detail = "failed", f"写入断电器失败: {exc}"
-            log.error("relay %s write failed: %s", relay.id, exc)
-            self.sink(cmd)
-            return cmd
+            for cmd in cmds:
+                cmd.result, cmd.detail = "failed", f"写入断电器失败: {exc}"
+                self.sink(cmd)
+            log.error("relay write %s failed: %s", [r.id for r in relays], exc)
+            return cmds
         now_perf = time.perf_counter()
-        cmd.sent_at = time.time()
-        if cmd.detected_perf is not None:
-            cmd.sent_latency_ms = (now_perf - cmd.detected_perf) * 1000.0
-        cmd.result = "sent"
-        self.relay_cut[relay.id] = cut
-        self.pending[relay.id] = Pending(cmd, relay, cmd.sent_at + self.verify_window(relay),
-                                         expect_powered=not cut)
-        self.sink(cmd)
-        return cmd
+        sent_at = time.time()
+        for cmd, relay in zip(cmds, relays, strict=True):
+            cmd.sent_at = sent_at
+            if cmd.detected_perf is not None:
+                cmd.sent_latency_ms = (now_perf - cmd.detected_perf) * 1000.0
+            cmd.result = "sent"
+            self.relay_cut[relay.id] = cut
+            self.pending[relay.id] = Pending(cmd, relay, sent_at + self.verify_window(relay),
+                                             expect_powered=not cut)
+            self.sink(cmd)
+        return cmds
 
     async def cut(self, point: Point, alarm_id: str | None, value: float,
                   detected_perf: float | None) -> list[CommandRecord]:
         """Open every relay of the point's power-cut range that is not already open."""
         reason = f"{point.name} 甲烷 {value:.2f}% 达到断电浓度"
         todo = [r for r in self.mine.cut_relays(point) if not self.relay_cut.get(r.id)]
+        if not todo:
+            return []
         cmds = [self._new("cut", r, reason, "engine", alarm_id, detected_perf) for r in todo]
-        return list(await asyncio.gather(*(self._execute(c, r, True)
-                                           for c, r in zip(cmds, todo, strict=True))))
+        return await self._execute(cmds, todo, True)
 
     async def restore(self, relay_id: str, user: str, reason: str,
                       blocker: CutChecker) -> CommandRecord:
@@ -108,7 +113,8 @@ class PowerCutWorkflow:
         if blocked:
             raise RestoreRefused("拒绝复电: " + "; ".join(blocked))
         cmd = self._new("restore", relay, reason or "人工复电", user, None, None)
-        return await self._execute(cmd, relay, False)
+        [done] = await self._execute([cmd], [relay], False)
+        return done
 
     def check(self, now: float) -> list[CommandRecord]:
         """Verify pending commands against their feed sensors; returns commands that settled.

@@ -106,16 +106,28 @@ class ModbusCollector:
         return Batch(self._slots, np.full(n, received_at), values[self._channels],
                      quality[self._channels], received_at, received_perf)
 
-    async def write_coil(self, coil: int, value: bool) -> None:
+    async def write_coils(self, coils: list[int], value: bool) -> None:
+        """Set the given coils; each run of consecutive coils goes out as one request."""
+        runs: list[list[int]] = []
+        for c in sorted(set(coils)):
+            if runs and c == runs[-1][-1] + 1:
+                runs[-1].append(c)
+            else:
+                runs.append([c])
         async with self._lock:
             client = await self._connect()
-            try:
-                rr = await client.write_coil(coil, value, device_id=self.sub.device_id)
-            except (TimeoutError, ModbusException, OSError) as exc:
-                client.close()
-                raise SubstationError(f"coil write failed: {exc!r}") from exc
-            if rr.isError():
-                raise SubstationError(f"modbus error response {rr}")
+            for run in runs:
+                try:
+                    if len(run) == 1:
+                        rr = await client.write_coil(run[0], value, device_id=self.sub.device_id)
+                    else:
+                        rr = await client.write_coils(run[0], [value] * len(run),
+                                                      device_id=self.sub.device_id)
+                except (TimeoutError, ModbusException, OSError) as exc:
+                    client.close()
+                    raise SubstationError(f"coil write failed: {exc!r}") from exc
+                if rr.isError():
+                    raise SubstationError(f"modbus error response {rr}")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -59,22 +59,25 @@ class Counters:
 def alarm_message(point: Point, kind: str, value: float, lim: ResolvedLimits,
                   unit: str, sensor_name: str) -> str:
     """What the dispatcher reads, in Chinese."""
-    v = "—" if not math.isfinite(value) else f"{value:.2f}{unit}"
+    digits = 2 if point.kind in ("ch4", "co2", "wind") else 1
+
+    def f(x: float) -> str:
+        return "—" if not math.isfinite(x) else f"{x:.{digits}f}{unit}"
+
     if kind == "over_limit":
         label = "瓦斯超限" if point.kind == "ch4" else f"{sensor_name}超限"
-        return f"{label}: {point.name} {v} ≥ 报警浓度 {lim.alarm_hi:g}{unit}"
+        limit = "报警浓度" if point.kind in ("ch4", "co", "co2") else "报警值"
+        return f"{label}: {point.name} {f(value)} ≥ {limit} {f(lim.alarm_hi)}"
     if kind == "power_cut_limit":
-        return f"瓦斯超限断电: {point.name} {v} ≥ 断电浓度 {lim.cut:g}{unit}，已发出断电指令"
+        return f"瓦斯超限断电: {point.name} {f(value)} ≥ 断电浓度 {f(lim.cut)}，已发出断电指令"
     if kind == "under_limit":
         if point.kind == "fan":
             return f"局部通风机停止运行: {point.name}"
-        return f"{sensor_name}低限报警: {point.name} {v} < {lim.alarm_lo:g}{unit}"
+        return f"{sensor_name}低限报警: {point.name} {f(value)} < {f(lim.alarm_lo)}"
     if kind == "fault":
         return f"传感器故障: {point.name}"
     if kind == "stale":
         return f"通讯中断/数据超时: {point.name}"
-    if kind == "cut_unverified":
-        return f"断电未确认（馈电异常）: {point.name}"
     return f"{kind}: {point.name}"
 
 
@@ -150,7 +153,7 @@ class Service:
             if is_cut:
                 relay = self.mine.relay_by_id[relay_id]
                 try:
-                    await self._write_relay(relay, True)
+                    await self._write_relay([relay], True)
                     self._queue.put_nowait(("journal", ("relay_reasserted", relay_id, {})))
                 except Exception as exc:
                     log.error("could not re-assert cut on %s: %s", relay_id, exc)
@@ -205,8 +208,17 @@ class Service:
                                     "alarm": self.alarm_json(rec)})
 
     # --- workflow callbacks ------------------------------------------------------------------
-    async def _write_relay(self, relay: Relay, cut: bool) -> None:
-        await self.collectors[relay.substation].write_coil(relay.coil, cut)
+    async def _write_relay(self, relays: list[Relay], cut: bool) -> None:
+        """One coil request per substation (contiguous coils in one write), all concurrently."""
+        by_sub: dict[str, list[int]] = {}
+        for r in relays:
+            by_sub.setdefault(r.substation, []).append(r.coil)
+        results = await asyncio.gather(
+            *(self.collectors[sub].write_coils(coils, cut) for sub, coils in by_sub.items()),
+            return_exceptions=True)
+        errors = [e for e in results if isinstance(e, BaseException)]
+        if errors:
+            raise errors[0]
 
     def _record_command(self, cmd: CommandRecord) -> None:
         self._queue.put_nowait(("command", cmd))
