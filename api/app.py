@@ -31,6 +31,7 @@ from alarms.workflows import RestoreRefused
 from dashboard import STATIC_DIR
 from minewatch.readings import Quality, iso, parse_time
 from minewatch.service import Service
+from minewatch.store import AlarmQuery, CommandQuery, HistoryQuery
 from simulators.mine import SCENARIOS, ScenarioError
 
 MAX_RANGE_S = 31 * 86400
@@ -131,11 +132,11 @@ async def point_readings(
     if point_id not in s.slot_of:
         raise HTTPException(404, f"unknown point {point_id!r}")
     lo, hi = _range(t_from, t_to, 600)
-    rows = await s.store.readings(point_id, lo, hi, limit)
+    rows = await s.store.history(HistoryQuery((point_id,), lo, hi, "raw", limit))
     return {"point_id": point_id, "from": iso(lo), "to": iso(hi), "count": len(rows),
             "truncated": len(rows) >= limit,
             "readings": [{"ts": iso(ts), "value": v, "quality": Quality(q).label,
-                          "received_at": iso(rx)} for _, ts, v, q, rx in rows]}
+                          "received_at": iso(rx)} for _, ts, v, q, rx, _ in rows]}
 
 
 AlarmStateQ = Literal["active", "open", "unack_active", "ack_active", "unack_rtn", "cleared"]
@@ -158,7 +159,7 @@ async def alarms(
         recs.sort(key=lambda r: r.raised_at, reverse=True)
         recs = recs[:limit]
     else:
-        recs = await s.store.alarms(state, lo, hi, limit)
+        recs = await s.store.alarms(AlarmQuery(state=state, t_from=lo, t_to=hi, limit=limit))
     return [s.alarm_json(r) for r in recs]
 
 
@@ -184,7 +185,8 @@ async def commands(
     lo, hi = _time("from", t_from), _time("to", t_to)
     if lo is not None and hi is not None and lo >= hi:
         raise HTTPException(422, "from must be earlier than to")
-    return [s.command_json(c) for c in await s.store.commands(lo, hi, limit)]
+    return [s.command_json(c) for c in await s.store.commands(
+        CommandQuery(t_from=lo, t_to=hi, limit=limit))]
 
 
 @router.post("/relays/{relay_id}/restore")

@@ -3,6 +3,8 @@
 All access goes through one worker thread (SQLite connections are not shared across threads
 and writes serialize anyway), so the event loop never blocks on disk. Readings are inserted
 with ``INSERT OR IGNORE`` against the (point_id, ts) key: a replayed batch counts duplicates.
+Rollups are computed at query time (an embedded store serves one mine's screens and short
+queries; the PostgreSQL backend keeps rollup tables for regulators' long ranges).
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from typing import Any
 from minewatch.records import AlarmRecord, CommandRecord
 from minewatch.store import (
     GENESIS_HASH,
+    RESOLUTION_S,
+    AlarmQuery,
+    CommandQuery,
+    HistoryQuery,
     JournalRow,
     ReadingRow,
+    Retention,
     WriteResult,
     journal_hash,
+    normalise,
 )
 
 SCHEMA = """
@@ -31,6 +39,7 @@ CREATE TABLE IF NOT EXISTS readings (
     value REAL,
     quality INTEGER NOT NULL,
     received_at REAL NOT NULL,
+    drill INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (point_id, ts)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alarms (
@@ -39,12 +48,17 @@ CREATE TABLE IF NOT EXISTS alarms (
     kind TEXT NOT NULL,
     state TEXT NOT NULL,
     raised_at REAL NOT NULL,
+    drill INTEGER NOT NULL DEFAULT 0,
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alarms_raised ON alarms (raised_at);
+CREATE INDEX IF NOT EXISTS alarms_point ON alarms (point_id, raised_at);
 CREATE TABLE IF NOT EXISTS commands (
     id TEXT PRIMARY KEY,
     issued_at REAL NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    alarm_id TEXT,
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS commands_issued ON commands (issued_at);
@@ -55,21 +69,34 @@ CREATE TABLE IF NOT EXISTS journal (
     subject TEXT NOT NULL,
     data TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS journal_anchor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
     hash TEXT NOT NULL
 );
 """
 
 _ALARM_FIELDS = {f.name for f in fields(AlarmRecord)}
 _COMMAND_FIELDS = {f.name for f in fields(CommandRecord)}
+_ACTIVE = ("unack_active", "ack_active")
+
+
+def _in(column: str, values: tuple, args: list) -> str:
+    args.extend(values)
+    return f" AND {column} IN ({','.join('?' * len(values))})"
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    mode = "sqlite"
+
+    def __init__(self, path: Path, retention: Retention | None = None) -> None:
         self.path = Path(path)
+        self.retention = retention or Retention()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
-        self._last_hash = GENESIS_HASH
-        self._last_seq = 0
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -84,9 +111,6 @@ class SqliteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
-        row = db.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-        if row:
-            self._last_seq, self._last_hash = row
         self._db = db
 
     async def close(self) -> None:
@@ -112,7 +136,7 @@ class SqliteStore:
         before = db.total_changes
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -120,15 +144,44 @@ class SqliteStore:
         inserted = db.total_changes - before
         return WriteResult(inserted, len(rows) - inserted)
 
-    async def readings(self, point_id: str, t_from: float, t_to: float,
-                       limit: int) -> list[ReadingRow]:
-        return await self._run(self._readings, point_id, t_from, t_to, limit)
+    async def history(self, q: HistoryQuery) -> list:
+        return await self._run(self._history, q)
 
-    def _readings(self, point_id, t_from, t_to, limit):
-        return self.db.execute(
-            "SELECT point_id, ts, value, quality, received_at FROM readings "
-            "WHERE point_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
-            (point_id, t_from, t_to, limit)).fetchall()
+    def _history(self, q: HistoryQuery) -> list:
+        if not q.point_ids:
+            return []
+        args: list[Any] = [q.t_from, q.t_to]
+        if q.resolution == "raw":
+            sql = ("SELECT point_id, ts, value, quality, received_at, drill FROM readings "
+                   "WHERE ts >= ? AND ts < ?" + _in("point_id", q.point_ids, args))
+            if not q.include_drill:
+                sql += " AND drill = 0"
+            if q.after is not None:
+                sql += " AND (ts > ? OR (ts = ? AND point_id > ?))"
+                args += [q.after[0], q.after[0], q.after[1]]
+            sql += " ORDER BY ts, point_id LIMIT ?"
+            args.append(q.limit)
+            return [(p, t, v, qu, rx, bool(d)) for p, t, v, qu, rx, d in
+                    self.db.execute(sql, args)]
+        width = RESOLUTION_S[q.resolution]
+        inner = ("SELECT point_id, CAST(ts / ? AS INTEGER) * ? AS bucket, min(value) AS vmin, "
+                 "max(value) AS vmax, avg(value) AS vavg, count(value) AS n, "
+                 "max(ts) AS last_ts FROM readings WHERE ts >= ? AND ts < ? AND drill = 0 "
+                 "AND quality IN (0, 3) AND value IS NOT NULL")
+        args = [width, width, q.t_from, q.t_to]
+        inner += _in("point_id", q.point_ids, args) + " GROUP BY point_id, bucket"
+        sql = (f"SELECT b.point_id, b.bucket, b.vmin, b.vmax, b.vavg, r.value, b.n, "
+               f"(SELECT count(*) FROM alarms a WHERE a.point_id = b.point_id AND a.drill = 0 "
+               f"AND a.raised_at >= b.bucket AND a.raised_at < b.bucket + {width}) "
+               f"FROM ({inner}) b JOIN readings r ON r.point_id = b.point_id AND r.ts = b.last_ts"
+               " WHERE 1=1")
+        if q.after is not None:
+            sql += " AND (b.bucket > ? OR (b.bucket = ? AND b.point_id > ?))"
+            args += [q.after[0], q.after[0], q.after[1]]
+        sql += " ORDER BY b.bucket, b.point_id LIMIT ?"
+        args.append(q.limit)
+        return [(p, float(b), lo, hi, avg, last, n, al) for p, b, lo, hi, avg, last, n, al in
+                self.db.execute(sql, args)]
 
     # --- alarms and commands -------------------------------------------------------------
     async def save_alarm(self, alarm: AlarmRecord) -> None:
@@ -136,32 +189,38 @@ class SqliteStore:
 
     def _save_alarm(self, rec: dict) -> None:
         self.db.execute(
-            "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "state = excluded.state, record = excluded.record",
             (rec["id"], rec["point_id"], rec["kind"], rec["state"], rec["raised_at"],
-             json.dumps(rec, ensure_ascii=False)))
+             int(rec["drill"]), json.dumps(rec, ensure_ascii=False)))
 
-    async def alarms(self, state: str | None, t_from: float | None, t_to: float | None,
-                     limit: int) -> list[AlarmRecord]:
-        return await self._run(self._alarms, state, t_from, t_to, limit)
+    async def alarms(self, q: AlarmQuery) -> list[AlarmRecord]:
+        return await self._run(self._alarms, q)
 
-    def _alarms(self, state, t_from, t_to, limit):
+    def _alarms(self, q: AlarmQuery) -> list[AlarmRecord]:
         sql, args = "SELECT record FROM alarms WHERE 1=1", []
-        if state == "active":
-            sql += " AND state IN ('unack_active', 'ack_active')"
-        elif state == "open":
+        if q.state == "active":
+            sql += _in("state", _ACTIVE, args)
+        elif q.state == "open":
             sql += " AND state != 'cleared'"
-        elif state:
+        elif q.state:
             sql += " AND state = ?"
-            args.append(state)
-        if t_from is not None:
+            args.append(q.state)
+        if q.t_from is not None:
             sql += " AND raised_at >= ?"
-            args.append(t_from)
-        if t_to is not None:
+            args.append(q.t_from)
+        if q.t_to is not None:
             sql += " AND raised_at < ?"
-            args.append(t_to)
-        sql += " ORDER BY raised_at DESC LIMIT ?"
-        args.append(limit)
+            args.append(q.t_to)
+        if q.kinds:
+            sql += _in("kind", q.kinds, args)
+        if q.point_ids:
+            sql += _in("point_id", q.point_ids, args)
+        if q.drill is not None:
+            sql += " AND drill = ?"
+            args.append(int(q.drill))
+        sql += " ORDER BY raised_at DESC, id DESC LIMIT ?"
+        args.append(q.limit)
         return [AlarmRecord(**{k: v for k, v in json.loads(r[0]).items() if k in _ALARM_FIELDS})
                 for r in self.db.execute(sql, args)]
 
@@ -169,40 +228,63 @@ class SqliteStore:
         await self._run(self._save_command, command)
 
     def _save_command(self, cmd: CommandRecord) -> None:
-        rec = {k: v for k, v in vars(cmd).items()}
         self.db.execute(
-            "INSERT INTO commands VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "record = excluded.record",
-            (cmd.id, cmd.issued_at, json.dumps(rec, ensure_ascii=False)))
+            (cmd.id, cmd.issued_at, cmd.action, cmd.target, cmd.alarm_id,
+             json.dumps(cmd.to_dict(), ensure_ascii=False)))
 
-    async def commands(self, t_from: float | None, t_to: float | None,
-                       limit: int) -> list[CommandRecord]:
-        return await self._run(self._commands, t_from, t_to, limit)
+    async def commands(self, q: CommandQuery) -> list[CommandRecord]:
+        return await self._run(self._commands, q)
 
-    def _commands(self, t_from, t_to, limit):
-        lo = -1e300 if t_from is None else t_from
-        hi = 1e300 if t_to is None else t_to
-        rows = self.db.execute(
-            "SELECT record FROM commands WHERE issued_at >= ? AND issued_at < ? "
-            "ORDER BY issued_at DESC LIMIT ?", (lo, hi, limit))
+    def _commands(self, q: CommandQuery) -> list[CommandRecord]:
+        sql, args = "SELECT record FROM commands WHERE 1=1", []
+        if q.t_from is not None:
+            sql += " AND issued_at >= ?"
+            args.append(q.t_from)
+        if q.t_to is not None:
+            sql += " AND issued_at < ?"
+            args.append(q.t_to)
+        if q.action:
+            sql += " AND action = ?"
+            args.append(q.action)
+        if q.targets:
+            sql += _in("target", q.targets, args)
+        if q.alarm_ids:
+            sql += _in("alarm_id", q.alarm_ids, args)
+        sql += " ORDER BY issued_at DESC, id DESC LIMIT ?"
+        args.append(q.limit)
         return [CommandRecord(**{k: v for k, v in json.loads(r[0]).items()
-                                 if k in _COMMAND_FIELDS}) for r in rows]
+                                 if k in _COMMAND_FIELDS}) for r in self.db.execute(sql, args)]
 
     # --- journal ---------------------------------------------------------------------------
-    async def append_journal(self, at: float, event: str, subject: str,
-                             data: dict[str, Any]) -> JournalRow:
-        return await self._run(self._append_journal, at, event, subject, data)
+    async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],
+                             key: str) -> JournalRow | None:
+        return await self._run(self._append_journal, at, event, subject, normalise(data), key)
 
-    def _append_journal(self, at, event, subject, data) -> JournalRow:
-        seq = self._last_seq + 1
-        data = json.loads(json.dumps(data, ensure_ascii=False))  # normalise what is hashed
-        digest = journal_hash(seq, at, event, subject, data, self._last_hash)
-        self.db.execute("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (seq, at, event, subject, json.dumps(data, ensure_ascii=False),
-                         self._last_hash, digest))
-        row = JournalRow(seq, at, event, subject, data, self._last_hash, digest)
-        self._last_seq, self._last_hash = seq, digest
-        return row
+    def _last(self) -> tuple[int, str]:
+        row = self.db.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1"
+                              ).fetchone()
+        return row if row else self._anchor()
+
+    def _append_journal(self, at, event, subject, data, key) -> JournalRow | None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM journal WHERE key = ?", (key,)).fetchone():
+                db.execute("COMMIT")
+                return None
+            last_seq, last_hash = self._last()
+            seq = last_seq + 1
+            digest = journal_hash(seq, at, event, subject, data, last_hash)
+            db.execute("INSERT INTO journal VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (seq, at, event, subject, json.dumps(data, ensure_ascii=False),
+                        last_hash, digest, key))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return JournalRow(seq, at, event, subject, data, last_hash, digest)
 
     async def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalRow]:
         return await self._run(self._journal, after_seq, limit)
@@ -212,3 +294,39 @@ class SqliteStore:
             "SELECT seq, at, event, subject, data, prev_hash, hash FROM journal "
             "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
         return [JournalRow(s, a, e, su, json.loads(d), p, h) for s, a, e, su, d, p, h in rows]
+
+    async def journal_anchor(self) -> tuple[int, str]:
+        return await self._run(self._anchor)
+
+    def _anchor(self) -> tuple[int, str]:
+        row = self.db.execute("SELECT seq, hash FROM journal_anchor WHERE id = 1").fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    # --- upkeep -----------------------------------------------------------------------------
+    async def maintain(self, now: float) -> dict[str, Any]:
+        return await self._run(self._maintain, now)
+
+    def _maintain(self, now: float) -> dict[str, Any]:
+        db, r = self.db, self.retention
+        raw_cut = now - r.raw_days * 86400
+        rec_cut = now - r.records_days * 86400
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            readings = db.execute("DELETE FROM readings WHERE ts < ?", (raw_cut,)).rowcount
+            alarms = db.execute("DELETE FROM alarms WHERE raised_at < ? AND state = 'cleared'",
+                                (rec_cut,)).rowcount
+            commands = db.execute("DELETE FROM commands WHERE issued_at < ?",
+                                  (rec_cut,)).rowcount
+            last = db.execute("SELECT seq, hash FROM journal WHERE at < ? ORDER BY seq DESC "
+                              "LIMIT 1", (rec_cut,)).fetchone()
+            pruned = 0
+            if last:
+                db.execute("INSERT INTO journal_anchor VALUES (1, ?, ?) ON CONFLICT (id) DO "
+                           "UPDATE SET seq = excluded.seq, hash = excluded.hash", last)
+                pruned = db.execute("DELETE FROM journal WHERE seq <= ?", (last[0],)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return {"readings_deleted": readings, "alarms_deleted": alarms,
+                "commands_deleted": commands, "journal_pruned": pruned}

@@ -22,6 +22,11 @@ def run(
     config: Annotated[Path | None, typer.Option(help="mine configuration TOML")] = None,
     data_dir: Annotated[Path, typer.Option(help="embedded store directory")] = Path("data"),
     simulate: Annotated[bool, typer.Option(help="start the mine's simulated substations")] = True,
+    database_url: Annotated[str | None, typer.Option(
+        help="postgresql://… (default: $MINEWATCH_DATABASE_URL, else the embedded store)")]
+        = None,
+    poll_ms: Annotated[int | None, typer.Option(help="override every substation's poll period")]
+        = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the service: collectors, engine, store, REST/WebSocket API and dashboard."""
@@ -38,6 +43,10 @@ def run(
                        "log_level": log_level}
     if config is not None:
         overrides["mine_config"] = config
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    if poll_ms is not None:
+        overrides["poll_ms"] = poll_ms
     settings = Settings(**overrides)
     try:
         service = Service(settings)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ from minewatch.mine import Mine, Point, Relay, ResolvedLimits, Thresholds, resol
 from minewatch.readings import Batch, Quality, iso
 from minewatch.records import AlarmRecord, CommandRecord
 from minewatch.settings import Settings
+from minewatch.store import AlarmQuery, CommandQuery
 from simulators.mine import SimulatedMine
 
 log = logging.getLogger("minewatch.service")
@@ -85,6 +87,10 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.mine = Mine.load(settings.mine_config)
+        if settings.poll_ms is not None:
+            self.mine = self.mine.model_copy(update={"substations": [
+                s.model_copy(update={"poll_ms": settings.poll_ms})
+                for s in self.mine.substations]})
         self.limits = Thresholds.load(settings.thresholds)
         self.mine.validate_against(self.limits)
         self.points: list[Point] = list(self.mine.points)
@@ -112,13 +118,13 @@ class Service:
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
-        open_alarms = await self.store.alarms("open", None, None, 100_000)
+        open_alarms = await self.store.alarms(AlarmQuery(state="open", limit=100_000))
         self.book.restore(open_alarms)
         for rec in open_alarms:  # engine resumes with the conditions still open
             slot = self.slot_of.get(rec.point_id)
             if slot is not None and rec.active and rec.kind in KIND_BIT:
                 self.engine.bits[slot] |= KIND_BIT[rec.kind]
-        self.power.restore_state(await self.store.commands(None, None, 10_000))
+        self.power.restore_state(await self.store.commands(CommandQuery(limit=10_000)))
         if self.sim is not None:
             self.ports = await self.sim.start()
         for sub in self.mine.substations:
@@ -294,14 +300,16 @@ class Service:
                     rec, transition = payload
                     await self.store.save_alarm(rec)
                     await self.store.append_journal(rec.updated_at, f"alarm_{transition}", rec.id,
-                                                    rec.to_dict())
+                                                    rec.to_dict(), key=uuid.uuid4().hex)
                 elif kind == "command":
                     await self.store.save_command(payload)
                     await self.store.append_journal(time.time(), f"command_{payload.result}",
-                                                    payload.id, payload.to_dict())
+                                                    payload.id, payload.to_dict(),
+                                                    key=uuid.uuid4().hex)
                 elif kind == "journal":
                     event, subject, data = payload
-                    await self.store.append_journal(time.time(), event, subject, data)
+                    await self.store.append_journal(time.time(), event, subject, data,
+                                                    key=uuid.uuid4().hex)
             if rows:
                 await self._write_rows(rows)
         except Exception:
@@ -311,8 +319,9 @@ class Service:
     def _rows(self, batch: Batch) -> list[tuple[str, float, float, int, float]]:
         ids = [self.points[s].id for s in batch.slots]
         values = [None if not math.isfinite(v) else float(v) for v in batch.values]
+        n = len(ids)
         return list(zip(ids, batch.ts.tolist(), values, batch.quality.tolist(),
-                        [batch.received_at] * len(ids), strict=True))
+                        [batch.received_at] * n, [False] * n, strict=True))
 
     async def _write_rows(self, rows) -> None:
         res = await self.store.write_readings(rows)

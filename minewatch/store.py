@@ -1,9 +1,17 @@
-"""The store interface every backend implements (embedded SQLite now, PostgreSQL later).
+"""The store interface every backend implements (embedded SQLite, PostgreSQL/TimescaleDB).
 
-Kept narrow and backend-neutral: rows in, rows out, times as epoch seconds. Readings are
-unique on (point_id, ts) so a replayed batch is counted as duplicates, never stored twice.
-The journal is append-only and hash-chained: each row stores the SHA-256 of its own content
-and the previous row's hash, so an edited or deleted row breaks the chain.
+Kept narrow and backend-neutral: rows in, rows out, times as epoch seconds. The same test
+suite runs against every backend.
+
+- Readings are unique on (point_id, ts): a replayed batch is counted as duplicates, never
+  stored twice. Rollups (1 min / 5 min / 1 h: min, max, avg, last, count, alarms raised) cover
+  readings of quality ok or out_of_range that are not drill readings, so calibration gas and
+  drills never reach a regulator's statistics.
+- Writes are idempotent so the durable spool can replay them after a crash: alarms and
+  commands are upserts by id, journal entries carry a unique key.
+- The journal is append-only and hash-chained: each row stores the SHA-256 of its content and
+  the previous row's hash, so an edited or deleted row breaks the chain. Retention may prune
+  the oldest rows; the pruned chain's last hash is kept as the anchor the verifier starts from.
 """
 
 from __future__ import annotations
@@ -11,11 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from minewatch.records import AlarmRecord, CommandRecord
 
-ReadingRow = tuple[str, float, float, int, float]  # point_id, ts, value, quality, received_at
+# point_id, ts, value, quality, received_at, drill
+ReadingRow = tuple[str, float, float | None, int, float, bool]
+# point_id, ts, value, quality, received_at, drill
+RawRow = tuple[str, float, float | None, int, float, bool]
+# point_id, bucket start, min, max, avg, last, count, alarms raised in the bucket
+RollupRow = tuple[str, float, float | None, float | None, float | None, float | None, int, int]
+Resolution = Literal["raw", "1m", "5m", "1h"]
+RESOLUTION_S: dict[str, int] = {"raw": 0, "1m": 60, "5m": 300, "1h": 3600}
 GENESIS_HASH = "0" * 64
 
 
@@ -23,6 +38,47 @@ GENESIS_HASH = "0" * 64
 class WriteResult:
     inserted: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Days kept; defaults sit above the regulation minimums (raw 7 d, records 1 y)."""
+
+    raw_days: float = 90
+    rollup_days: float = 730
+    records_days: float = 730  # alarms, commands, journal
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    point_ids: tuple[str, ...]
+    t_from: float
+    t_to: float
+    resolution: Resolution = "raw"
+    limit: int = 10_000
+    after: tuple[float, str] | None = None  # cursor: (ts or bucket, point_id) of the last row
+    include_drill: bool = False  # raw only; rollups never include drill readings
+
+
+@dataclass(frozen=True)
+class AlarmQuery:
+    state: str | None = None  # a state, "active" (unack/ack active) or "open" (not cleared)
+    t_from: float | None = None  # on raised_at
+    t_to: float | None = None
+    kinds: tuple[str, ...] = ()
+    point_ids: tuple[str, ...] = ()
+    drill: bool | None = None
+    limit: int = 500
+
+
+@dataclass(frozen=True)
+class CommandQuery:
+    t_from: float | None = None  # on issued_at
+    t_to: float | None = None
+    action: str | None = None
+    targets: tuple[str, ...] = ()
+    alarm_ids: tuple[str, ...] = ()
+    limit: int = 500
 
 
 @dataclass(frozen=True)
@@ -37,39 +93,70 @@ class JournalRow:
 
 
 def journal_hash(seq: int, at: float, event: str, subject: str, data: dict, prev: str) -> str:
-    body = json.dumps([seq, repr(at), event, subject, data, prev], sort_keys=True,
+    body = json.dumps([seq, repr(float(at)), event, subject, data, prev], sort_keys=True,
                       ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def first_broken(rows: list[JournalRow]) -> int | None:
-    """Seq of the first row whose hash or link does not verify, or None if the chain holds."""
-    prev = GENESIS_HASH
-    expected_seq = 1
+def normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON round trip so what is hashed is exactly what a verifier reads back."""
+    return json.loads(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str))
+
+
+def first_broken(rows: list[JournalRow], anchor: tuple[int, str] = (0, GENESIS_HASH)
+                 ) -> int | None:
+    """Seq of the first row whose hash or link does not verify, or None if the chain holds.
+
+    ``anchor`` is (seq, hash) of the last pruned row (or the genesis); a gap in seq (a deleted
+    row) breaks the chain at the row after the gap.
+    """
+    prev_seq, prev = anchor
     for row in rows:
-        if row.seq != expected_seq or row.prev_hash != prev or row.hash != journal_hash(
+        if row.seq != prev_seq + 1 or row.prev_hash != prev or row.hash != journal_hash(
                 row.seq, row.at, row.event, row.subject, row.data, row.prev_hash):
             return row.seq
-        prev, expected_seq = row.hash, row.seq + 1
+        prev_seq, prev = row.seq, row.hash
     return None
 
 
 class Store(Protocol):
+    mode: str  # "sqlite", "postgres-native", "timescaledb", "timescaledb-apache"
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
     async def write_readings(self, rows: list[ReadingRow]) -> WriteResult: ...
-    async def readings(self, point_id: str, t_from: float, t_to: float,
-                       limit: int) -> list[ReadingRow]: ...
+    async def history(self, q: HistoryQuery) -> list[RawRow] | list[RollupRow]: ...
 
     async def save_alarm(self, alarm: AlarmRecord) -> None: ...
-    async def alarms(self, state: str | None, t_from: float | None, t_to: float | None,
-                     limit: int) -> list[AlarmRecord]: ...
-
+    async def alarms(self, q: AlarmQuery) -> list[AlarmRecord]: ...
     async def save_command(self, command: CommandRecord) -> None: ...
-    async def commands(self, t_from: float | None, t_to: float | None,
-                       limit: int) -> list[CommandRecord]: ...
+    async def commands(self, q: CommandQuery) -> list[CommandRecord]: ...
 
-    async def append_journal(self, at: float, event: str, subject: str,
-                             data: dict[str, Any]) -> JournalRow: ...
+    async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],
+                             key: str) -> JournalRow | None:
+        """Append unless ``key`` is already journaled (a replay): then return None."""
+        ...
+
     async def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalRow]: ...
+    async def journal_anchor(self) -> tuple[int, str]: ...
+
+    async def maintain(self, now: float) -> dict[str, Any]:
+        """Retention and rollup upkeep; returns what it did (for logs and health)."""
+        ...
+
+
+async def verify_journal(store: Store, page: int = 10_000) -> tuple[int, int | None]:
+    """Walk the whole chain page by page: (rows checked, first broken seq or None)."""
+    anchor = await store.journal_anchor()
+    checked, after = 0, anchor[0]
+    while True:
+        rows = await store.journal(after, page)
+        if not rows:
+            return checked, None
+        bad = first_broken(rows, anchor)
+        if bad is not None:
+            return checked + sum(1 for r in rows if r.seq < bad), bad
+        checked += len(rows)
+        anchor = (rows[-1].seq, rows[-1].hash)
+        after = rows[-1].seq

@@ -12,9 +12,9 @@ from minewatch.store import first_broken
 async def test_replayed_readings_are_counted_not_stored_twice(tmp_path):
     store = SqliteStore(tmp_path / "db.sqlite")
     await store.open()
-    rows = [("001A01", 1000.0 + i, 0.1 * i, 0, 1000.0 + i) for i in range(100)]
+    rows = [("001A01", 1000.0 + i, 0.1 * i, 0, 1000.0 + i, False) for i in range(100)]
     first = await store.write_readings(rows)
-    again = await store.write_readings([*rows[50:], ("001A01", 2000.0, 0.5, 0, 2000.0)])
+    again = await store.write_readings([*rows[50:], ("001A01", 2000.0, 0.5, 0, 2000.0, False)])
     assert (first.inserted, first.duplicates) == (100, 0)
     assert (again.inserted, again.duplicates) == (1, 50)
     got = await store.readings("001A01", 1010.0, 1020.0, 100)
