@@ -91,7 +91,8 @@ def svc(request: Request) -> Service:
 async def health(request: Request) -> dict[str, Any]:
     s = svc(request)
     c = s.counters
-    return {"status": "ok", "mine": s.mine.mine.id, "store": "sqlite",
+    return {"status": "ok", "mine": s.mine.mine.id, "store": s.store.mode,
+            "upkeep": s.upkeep,
             "uptime_s": round(time.time() - c.started_at, 1),
             "readings": c.readings, "stored": c.stored, "duplicates": c.duplicates,
             "store_errors": c.store_errors, "open_alarms": len(s.book.open),

@@ -13,7 +13,6 @@ import asyncio
 import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ CREATE TABLE IF NOT EXISTS readings (
     drill INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (point_id, ts)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
 CREATE TABLE IF NOT EXISTS alarms (
     id TEXT PRIMARY KEY,
     point_id TEXT NOT NULL,
@@ -79,8 +79,6 @@ CREATE TABLE IF NOT EXISTS journal_anchor (
 );
 """
 
-_ALARM_FIELDS = {f.name for f in fields(AlarmRecord)}
-_COMMAND_FIELDS = {f.name for f in fields(CommandRecord)}
 _ACTIVE = ("unack_active", "ack_active")
 
 
@@ -185,7 +183,7 @@ class SqliteStore:
 
     # --- alarms and commands -------------------------------------------------------------
     async def save_alarm(self, alarm: AlarmRecord) -> None:
-        await self._run(self._save_alarm, alarm.to_dict())
+        await self._run(self._save_alarm, normalise(alarm.to_dict()))
 
     def _save_alarm(self, rec: dict) -> None:
         self.db.execute(
@@ -221,8 +219,7 @@ class SqliteStore:
             args.append(int(q.drill))
         sql += " ORDER BY raised_at DESC, id DESC LIMIT ?"
         args.append(q.limit)
-        return [AlarmRecord(**{k: v for k, v in json.loads(r[0]).items() if k in _ALARM_FIELDS})
-                for r in self.db.execute(sql, args)]
+        return [AlarmRecord.from_dict(json.loads(r[0])) for r in self.db.execute(sql, args)]
 
     async def save_command(self, command: CommandRecord) -> None:
         await self._run(self._save_command, command)
@@ -232,7 +229,7 @@ class SqliteStore:
             "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "record = excluded.record",
             (cmd.id, cmd.issued_at, cmd.action, cmd.target, cmd.alarm_id,
-             json.dumps(cmd.to_dict(), ensure_ascii=False)))
+             json.dumps(normalise(cmd.to_dict()), ensure_ascii=False)))
 
     async def commands(self, q: CommandQuery) -> list[CommandRecord]:
         return await self._run(self._commands, q)
@@ -254,8 +251,7 @@ class SqliteStore:
             sql += _in("alarm_id", q.alarm_ids, args)
         sql += " ORDER BY issued_at DESC, id DESC LIMIT ?"
         args.append(q.limit)
-        return [CommandRecord(**{k: v for k, v in json.loads(r[0]).items()
-                                 if k in _COMMAND_FIELDS}) for r in self.db.execute(sql, args)]
+        return [CommandRecord.from_dict(json.loads(r[0])) for r in self.db.execute(sql, args)]
 
     # --- journal ---------------------------------------------------------------------------
     async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 AlarmState = Literal["unack_active", "ack_active", "unack_rtn", "cleared", "shelved"]
 CommandResult = Literal["pending", "sent", "verified", "unverified", "failed", "refused"]
@@ -32,6 +33,15 @@ class AlarmRecord:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlarmRecord:
+        """From a stored record: unknown keys ignored, a null value (NaN stored) back to NaN."""
+        known = {f.name for f in fields(cls)}
+        rec = {k: v for k, v in d.items() if k in known}
+        if rec.get("value") is None:
+            rec["value"] = math.nan
+        return cls(**rec)
+
 
 @dataclass
 class CommandRecord:
@@ -55,3 +65,8 @@ class CommandRecord:
         d = asdict(self)
         d.pop("detected_perf")
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CommandRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

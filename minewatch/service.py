@@ -39,7 +39,7 @@ from minewatch.mine import Mine, Point, Relay, ResolvedLimits, Thresholds, resol
 from minewatch.readings import Batch, Quality, iso
 from minewatch.records import AlarmRecord, CommandRecord
 from minewatch.settings import Settings
-from minewatch.store import AlarmQuery, CommandQuery
+from minewatch.store import AlarmQuery, CommandQuery, Retention, Store
 from simulators.mine import SimulatedMine
 
 log = logging.getLogger("minewatch.service")
@@ -83,6 +83,17 @@ def alarm_message(point: Point, kind: str, value: float, lim: ResolvedLimits,
     return f"{kind}: {point.name}"
 
 
+def open_store(settings: Settings, mine_id: str) -> Store:
+    """PostgreSQL when a database URL is configured, else the embedded SQLite store."""
+    retention = Retention(settings.retention_raw_days, settings.retention_rollup_days,
+                          settings.retention_records_days)
+    if settings.database_url:
+        from ingest.pg_store import PostgresStore
+
+        return PostgresStore(settings.database_url, mine_id, retention)
+    return SqliteStore(settings.data_dir / "minewatch.db", retention)
+
+
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -105,12 +116,13 @@ class Service:
                                 [x.deadband for x in r], stale_after)
         self.bus = EventBus()
         self.book = AlarmBook()
-        self.store = SqliteStore(settings.data_dir / "minewatch.db")
+        self.store: Store = open_store(settings, self.mine.mine.id)
         self.power = PowerCutWorkflow(self.mine, self._write_relay, self._record_command,
                                       self._read_feed, self._verify_window)
         self.sim = SimulatedMine(self.mine, self.limits) if settings.simulate else None
         self.collectors: dict[str, ModbusCollector] = {}
         self.counters = Counters()
+        self.upkeep: dict[str, Any] = {}
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self.ports: dict[str, int] = {}
@@ -136,6 +148,7 @@ class Service:
         for col in self.collectors.values():
             self._tasks.append(col.start())
         self._tasks.append(asyncio.create_task(self._supervise(), name="supervisor"))
+        self._tasks.append(asyncio.create_task(self._upkeep(), name="store-upkeep"))
         await self._reassert_cuts()
         log.info("minewatch started: mine %s, %d points, %d substations",
                  self.mine.mine.id, len(self.points), len(self.collectors))
@@ -271,6 +284,20 @@ class Service:
             for cmd in self.power.check(now):
                 self._after_settle(cmd)
             await asyncio.sleep(tick)
+
+    async def _upkeep(self) -> None:
+        """Rollup refresh every few seconds, retention hourly; a store outage only logs."""
+        last_retention = 0.0
+        while True:
+            await asyncio.sleep(self.settings.rollup_refresh_s)
+            try:
+                if time.time() - last_retention >= self.settings.retention_every_s:
+                    self.upkeep = await self.store.maintain(time.time())
+                    last_retention = time.time()
+                elif hasattr(self.store, "refresh_rollups"):
+                    await self.store.refresh_rollups()
+            except Exception as exc:
+                log.warning("store upkeep failed: %s", exc)
 
     async def _writer(self) -> None:
         while True:

@@ -22,3 +22,9 @@ class Settings(BaseSettings):
     poll_ms: int | None = Field(None, ge=50)  # override every substation's poll period
     simulate: bool = True  # start the simulated substations of the mine configuration
     log_level: str = "INFO"
+    # Retention (days); defaults sit above the regulation minimums in DOMAIN.md.
+    retention_raw_days: float = Field(90, ge=7)
+    retention_rollup_days: float = Field(730, ge=365)
+    retention_records_days: float = Field(730, ge=365)
+    rollup_refresh_s: float = Field(10.0, gt=0)
+    retention_every_s: float = Field(3600.0, gt=0)

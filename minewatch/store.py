@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -98,9 +99,20 @@ def journal_hash(seq: int, at: float, event: str, subject: str, data: dict, prev
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
 def normalise(data: dict[str, Any]) -> dict[str, Any]:
-    """JSON round trip so what is hashed is exactly what a verifier reads back."""
-    return json.loads(json.dumps(data, ensure_ascii=False, allow_nan=False, default=str))
+    """Strict-JSON round trip (NaN/inf → null) so what is hashed is what a verifier reads."""
+    return json.loads(json.dumps(_finite(data), ensure_ascii=False, allow_nan=False,
+                                 default=str))
 
 
 def first_broken(rows: list[JournalRow], anchor: tuple[int, str] = (0, GENESIS_HASH)

@@ -1,0 +1,371 @@
+"""PostgreSQL / TimescaleDB store (psycopg 3, async, connection pool).
+
+Readings are bulk-loaded with binary COPY into a session staging table, then moved with
+``INSERT … SELECT … ON CONFLICT DO NOTHING`` so a replayed batch counts duplicates instead of
+failing. In native mode the day partitions a batch needs are created first (and a few days
+ahead by ``maintain``); the same transaction widens the mine's rollup "dirty" range, so a crash
+between insert and rollup refresh cannot leave rollups silently stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.pg_schema import NATIVE, ROLLUPS, TIMESCALE, detect_mode, migrate
+from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.store import (
+    GENESIS_HASH,
+    AlarmQuery,
+    CommandQuery,
+    HistoryQuery,
+    JournalRow,
+    ReadingRow,
+    Retention,
+    WriteResult,
+    journal_hash,
+    normalise,
+)
+
+log = logging.getLogger("minewatch.ingest.pg")
+
+DAY = 86400
+PARTITIONS_AHEAD = 3
+_STAGING = """CREATE TEMP TABLE IF NOT EXISTS staging (
+    point_id text, ts double precision, value double precision, quality smallint,
+    received_at double precision, drill boolean) ON COMMIT DELETE ROWS"""
+_COPY_TYPES = ["text", "float8", "float8", "int2", "float8", "bool"]
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _partition_name(day: int) -> str:
+    return "readings_p" + _dt(day * DAY).strftime("%Y%m%d")
+
+
+class PostgresStore:
+    def __init__(self, url: str, mine_id: str, retention: Retention | None = None,
+                 pool_size: int = 4) -> None:
+        self.url = url
+        self.mine_id = mine_id
+        self.retention = retention or Retention()
+        self.mode = "unknown"
+        self._pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
+                                         kwargs={"autocommit": True})
+        self._partitions: set[int] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._pool.open(wait=True, timeout=30)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            exists = (await cur.fetchone())[0]
+            mode = None
+            if exists:
+                cur = await conn.execute("SELECT mode FROM schema_migrations WHERE version = 1")
+                row = await cur.fetchone()
+                mode = row[0] if row else None
+            self.mode = mode or await detect_mode(conn)
+            await migrate(conn, self.mode, self.retention)
+            if self.mode == NATIVE:
+                cur = await conn.execute(
+                    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE i.inhparent = 'readings'::regclass")
+                for (name,) in await cur.fetchall():
+                    day = datetime.strptime(name[-8:], "%Y%m%d").replace(tzinfo=UTC)
+                    self._partitions.add(int(day.timestamp()) // DAY)
+        log.info("PostgreSQL store open: mode %s", self.mode)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # --- readings ------------------------------------------------------------------------
+    async def _ensure_partitions(self, conn: psycopg.AsyncConnection, days: set[int]) -> None:
+        for day in sorted(days - self._partitions):
+            name = _partition_name(day)
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF readings "
+                f"FOR VALUES FROM ('{_dt(day * DAY).isoformat()}') "
+                f"TO ('{_dt((day + 1) * DAY).isoformat()}')")
+            self._partitions.add(day)
+
+    async def write_readings(self, rows: list[ReadingRow]) -> WriteResult:
+        if not rows:
+            return WriteResult(0, 0)
+        lo = min(r[1] for r in rows)
+        hi = max(r[1] for r in rows)
+        async with self._pool.connection() as conn:
+            if self.mode == NATIVE:
+                days = {int(r[1] // DAY) for r in rows}
+                if not days <= self._partitions:
+                    await self._ensure_partitions(conn, days)
+            async with conn.transaction():
+                await conn.execute(_STAGING)
+                async with conn.cursor() as cur:
+                    async with cur.copy("COPY staging FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for r in rows:
+                            await copy.write_row(r)
+                    await cur.execute(
+                        "INSERT INTO readings SELECT %s, point_id, to_timestamp(ts), value, "
+                        "quality, to_timestamp(received_at), drill FROM staging "
+                        "ON CONFLICT DO NOTHING", (self.mine_id,))
+                    inserted = cur.rowcount
+                if inserted and self.mode != TIMESCALE:
+                    await conn.execute(
+                        "INSERT INTO rollup_dirty VALUES (%s, to_timestamp(%s), to_timestamp(%s))"
+                        " ON CONFLICT (mine_id) DO UPDATE SET "
+                        "dirty_from = least(rollup_dirty.dirty_from, excluded.dirty_from), "
+                        "dirty_to = greatest(rollup_dirty.dirty_to, excluded.dirty_to)",
+                        (self.mine_id, lo, hi))
+        return WriteResult(inserted, len(rows) - inserted)
+
+    async def history(self, q: HistoryQuery) -> list:
+        if not q.point_ids:
+            return []
+        async with self._pool.connection() as conn:
+            if q.resolution == "raw":
+                sql = ("SELECT point_id, extract(epoch FROM ts)::float8, value, quality, "
+                       "extract(epoch FROM received_at)::float8, drill FROM readings "
+                       "WHERE mine_id = %s AND point_id = ANY(%s) "
+                       "AND ts >= to_timestamp(%s) AND ts < to_timestamp(%s)")
+                args: list[Any] = [self.mine_id, list(q.point_ids), q.t_from, q.t_to]
+                if not q.include_drill:
+                    sql += " AND NOT drill"
+                if q.after is not None:
+                    sql += " AND (ts, point_id) > (to_timestamp(%s), %s)"
+                    args += [q.after[0], q.after[1]]
+                sql += " ORDER BY ts, point_id LIMIT %s"
+                args.append(q.limit)
+                cur = await conn.execute(sql, args)
+                return [tuple(r) for r in await cur.fetchall()]
+            width = {"1m": 60, "5m": 300, "1h": 3600}[q.resolution]
+            sql = (f"SELECT b.point_id, extract(epoch FROM b.bucket)::float8, b.vmin, b.vmax, "
+                   f"b.vsum / nullif(b.n, 0), b.vlast, b.n, "
+                   f"(SELECT count(*) FROM alarms a WHERE a.mine_id = b.mine_id "
+                   f"AND a.point_id = b.point_id AND NOT a.drill "
+                   f"AND a.raised_at >= extract(epoch FROM b.bucket) "
+                   f"AND a.raised_at < extract(epoch FROM b.bucket) + {width}) "
+                   f"FROM readings_{q.resolution} b WHERE b.mine_id = %s "
+                   f"AND b.point_id = ANY(%s) AND b.bucket >= to_timestamp(%s) "
+                   f"AND b.bucket < to_timestamp(%s)")
+            args = [self.mine_id, list(q.point_ids), q.t_from, q.t_to]
+            if q.after is not None:
+                sql += " AND (b.bucket, b.point_id) > (to_timestamp(%s), %s)"
+                args += [q.after[0], q.after[1]]
+            sql += " ORDER BY b.bucket, b.point_id LIMIT %s"
+            args.append(q.limit)
+            cur = await conn.execute(sql, args)
+            return [tuple(r) for r in await cur.fetchall()]
+
+    # --- alarms and commands -------------------------------------------------------------
+    async def save_alarm(self, alarm: AlarmRecord) -> None:
+        rec = normalise(alarm.to_dict())
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO alarms VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (mine_id, id) DO UPDATE SET state = excluded.state, "
+                "record = excluded.record",
+                (self.mine_id, alarm.id, alarm.point_id, alarm.kind, alarm.state,
+                 alarm.raised_at, alarm.drill, Jsonb(rec)))
+
+    async def alarms(self, q: AlarmQuery) -> list[AlarmRecord]:
+        sql, args = "SELECT record FROM alarms WHERE mine_id = %s", [self.mine_id]
+        if q.state == "active":
+            sql += " AND state IN ('unack_active', 'ack_active')"
+        elif q.state == "open":
+            sql += " AND state <> 'cleared'"
+        elif q.state:
+            sql += " AND state = %s"
+            args.append(q.state)
+        if q.t_from is not None:
+            sql += " AND raised_at >= %s"
+            args.append(q.t_from)
+        if q.t_to is not None:
+            sql += " AND raised_at < %s"
+            args.append(q.t_to)
+        if q.kinds:
+            sql += " AND kind = ANY(%s)"
+            args.append(list(q.kinds))
+        if q.point_ids:
+            sql += " AND point_id = ANY(%s)"
+            args.append(list(q.point_ids))
+        if q.drill is not None:
+            sql += " AND drill = %s"
+            args.append(q.drill)
+        sql += " ORDER BY raised_at DESC, id DESC LIMIT %s"
+        args.append(q.limit)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql, args)
+            return [AlarmRecord.from_dict(r[0]) for r in await cur.fetchall()]
+
+    async def save_command(self, command: CommandRecord) -> None:
+        rec = normalise(command.to_dict())
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO commands VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (mine_id, id) DO UPDATE SET record = excluded.record",
+                (self.mine_id, command.id, command.issued_at, command.action, command.target,
+                 command.alarm_id, Jsonb(rec)))
+
+    async def commands(self, q: CommandQuery) -> list[CommandRecord]:
+        sql, args = "SELECT record FROM commands WHERE mine_id = %s", [self.mine_id]
+        if q.t_from is not None:
+            sql += " AND issued_at >= %s"
+            args.append(q.t_from)
+        if q.t_to is not None:
+            sql += " AND issued_at < %s"
+            args.append(q.t_to)
+        if q.action:
+            sql += " AND action = %s"
+            args.append(q.action)
+        if q.targets:
+            sql += " AND target = ANY(%s)"
+            args.append(list(q.targets))
+        if q.alarm_ids:
+            sql += " AND alarm_id = ANY(%s)"
+            args.append(list(q.alarm_ids))
+        sql += " ORDER BY issued_at DESC, id DESC LIMIT %s"
+        args.append(q.limit)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql, args)
+            return [CommandRecord.from_dict(r[0]) for r in await cur.fetchall()]
+
+    # --- journal ---------------------------------------------------------------------------
+    async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],
+                             key: str) -> JournalRow | None:
+        data = normalise(data)
+        async with self._pool.connection() as conn, conn.transaction():
+            # One chain per mine: serialize appenders (several workers may share a database).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('journal:' || %s))",
+                               (self.mine_id,))
+            cur = await conn.execute("SELECT 1 FROM journal WHERE mine_id = %s AND key = %s",
+                                     (self.mine_id, key))
+            if await cur.fetchone():
+                return None
+            cur = await conn.execute(
+                "SELECT seq, hash FROM journal WHERE mine_id = %s ORDER BY seq DESC LIMIT 1",
+                (self.mine_id,))
+            row = await cur.fetchone()
+            last_seq, last_hash = row if row else await self._anchor(conn)
+            seq = last_seq + 1
+            digest = journal_hash(seq, at, event, subject, data, last_hash)
+            text = json.dumps(data, ensure_ascii=False)
+            await conn.execute(
+                "INSERT INTO journal VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (self.mine_id, seq, at, event, subject, Jsonb(data), text, last_hash, digest,
+                 key))
+        return JournalRow(seq, at, event, subject, data, last_hash, digest)
+
+    async def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalRow]:
+        # data_text (the exact JSON that was hashed) is what a verifier must read: jsonb
+        # normalises key order and number formats, so it would not re-hash byte for byte.
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT seq, at, event, subject, data_text, prev_hash, hash FROM journal "
+                "WHERE mine_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (self.mine_id, after_seq, limit))
+            return [JournalRow(s, a, e, su, json.loads(d), p, h)
+                    for s, a, e, su, d, p, h in await cur.fetchall()]
+
+    async def _anchor(self, conn: psycopg.AsyncConnection) -> tuple[int, str]:
+        cur = await conn.execute("SELECT seq, hash FROM journal_anchor WHERE mine_id = %s",
+                                 (self.mine_id,))
+        row = await cur.fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    async def journal_anchor(self) -> tuple[int, str]:
+        async with self._pool.connection() as conn:
+            return await self._anchor(conn)
+
+    # --- upkeep -----------------------------------------------------------------------------
+    async def refresh_rollups(self) -> int:
+        """Recompute the rollup buckets touched since the last refresh (service-maintained
+        modes). Buckets are recomputed whole from ``readings``, so replays and late data are
+        folded in correctly; returns the number of 1-minute buckets written."""
+        if self.mode == TIMESCALE:
+            return 0
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM rollup_dirty WHERE mine_id = %s RETURNING dirty_from, dirty_to",
+                (self.mine_id,))
+            row = await cur.fetchone()
+            if row is None:
+                return 0
+            lo, hi = row
+            written = 0
+            for name, width in ROLLUPS.items():
+                cur = await conn.execute(
+                    f"""INSERT INTO readings_{name} (mine_id, point_id, bucket, vmin, vmax,
+                        vsum, n, vlast)
+                    SELECT mine_id, point_id,
+                           date_bin(INTERVAL '{width}', ts, TIMESTAMPTZ '2000-01-01') AS b,
+                           min(value), max(value), sum(value), count(value),
+                           (array_agg(value ORDER BY ts DESC))[1]
+                    FROM readings
+                    WHERE mine_id = %s AND NOT drill AND quality IN (0, 3)
+                      AND value IS NOT NULL
+                      AND ts >= date_bin(INTERVAL '{width}', %s, TIMESTAMPTZ '2000-01-01')
+                      AND ts < date_bin(INTERVAL '{width}', %s, TIMESTAMPTZ '2000-01-01')
+                               + INTERVAL '{width}'
+                    GROUP BY 1, 2, 3
+                    ON CONFLICT (mine_id, point_id, bucket) DO UPDATE SET
+                        vmin = excluded.vmin, vmax = excluded.vmax, vsum = excluded.vsum,
+                        n = excluded.n, vlast = excluded.vlast""",
+                    (self.mine_id, lo, hi))
+                if name == "1m":
+                    written = cur.rowcount
+        return written
+
+    async def maintain(self, now: float) -> dict[str, Any]:
+        done: dict[str, Any] = {"mode": self.mode, "rollup_buckets": await self.refresh_rollups()}
+        r = self.retention
+        rec_cut = now - r.records_days * DAY
+        async with self._pool.connection() as conn:
+            if self.mode == NATIVE:
+                today = int(now // DAY)
+                await self._ensure_partitions(conn, set(range(today, today + PARTITIONS_AHEAD)))
+                oldest_kept = int((now - r.raw_days * DAY) // DAY)
+                dropped = []
+                for day in sorted(d for d in self._partitions if d < oldest_kept):
+                    await conn.execute(f"DROP TABLE IF EXISTS {_partition_name(day)}")
+                    self._partitions.discard(day)
+                    dropped.append(_partition_name(day))
+                done["partitions_dropped"] = dropped
+            if self.mode != TIMESCALE:
+                for name in ROLLUPS:
+                    await conn.execute(f"DELETE FROM readings_{name} WHERE mine_id = %s AND "
+                                       f"bucket < to_timestamp(%s)",
+                                       (self.mine_id, now - r.rollup_days * DAY))
+            await conn.execute("DELETE FROM alarms WHERE mine_id = %s AND raised_at < %s "
+                               "AND state = 'cleared'", (self.mine_id, rec_cut))
+            await conn.execute("DELETE FROM commands WHERE mine_id = %s AND issued_at < %s",
+                               (self.mine_id, rec_cut))
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('journal:' || %s))",
+                                   (self.mine_id,))
+                cur = await conn.execute(
+                    "SELECT seq, hash FROM journal WHERE mine_id = %s AND at < %s "
+                    "ORDER BY seq DESC LIMIT 1", (self.mine_id, rec_cut))
+                last = await cur.fetchone()
+                pruned = 0
+                if last:
+                    await conn.execute("SET LOCAL minewatch.journal_prune = 'on'")
+                    await conn.execute(
+                        "INSERT INTO journal_anchor VALUES (%s, %s, %s) ON CONFLICT (mine_id) "
+                        "DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                        (self.mine_id, last[0], last[1]))
+                    cur = await conn.execute(
+                        "DELETE FROM journal WHERE mine_id = %s AND seq <= %s",
+                        (self.mine_id, last[0]))
+                    pruned = cur.rowcount
+                done["journal_pruned"] = pruned
+        return done
