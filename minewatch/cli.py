@@ -88,5 +88,59 @@ def simulate(
     typer.echo(json.dumps(r.json(), ensure_ascii=False))
 
 
+@app.command("verify-journal")
+def verify_journal_cmd(
+    data_dir: Annotated[Path, typer.Option(help="embedded store directory")] = Path("data"),
+    database_url: Annotated[str | None, typer.Option(
+        help="postgresql://… (default: $MINEWATCH_DATABASE_URL, else the embedded store)")]
+        = None,
+    mine: Annotated[str | None, typer.Option(help="mine id (PostgreSQL holds many mines)")]
+        = None,
+    config: Annotated[Path | None, typer.Option(help="mine configuration TOML")] = None,
+) -> None:
+    """Check the hash chain of the audit journal; name the first broken row (exit 1)."""
+    import asyncio
+
+    from minewatch.mine import Mine
+    from minewatch.service import open_store
+    from minewatch.settings import Settings
+    from minewatch.store import verify_journal
+
+    overrides: dict = {"data_dir": data_dir}
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    if config is not None:
+        overrides["mine_config"] = config
+    settings = Settings(**overrides)
+    if not settings.database_url and not (data_dir / "minewatch.db").exists():
+        typer.echo(f"no embedded store in {data_dir}", err=True)
+        raise typer.Exit(2)
+    mine_id = mine or Mine.load(settings.mine_config).mine.id
+
+    async def check() -> tuple[int, int | None, str]:
+        store = open_store(settings, mine_id)
+        await store.open()
+        try:
+            checked, bad = await verify_journal(store)
+            detail = ""
+            if bad is not None:
+                rows = await store.journal(bad - 1, 1)
+                if rows:
+                    r = rows[0]
+                    detail = f" ({r.event} {r.subject})"
+            return checked, bad, detail
+        finally:
+            await store.close()
+
+    checked, bad, detail = asyncio.run(check())
+    if bad is None:
+        where = "postgresql" if settings.database_url else "embedded"
+        typer.echo(f"journal OK: {checked} rows verified (mine {mine_id}, {where})")
+        return
+    typer.echo(f"journal BROKEN at seq {bad}{detail}: {checked} rows verified before it",
+               err=True)
+    raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
