@@ -40,7 +40,6 @@ PARTITIONS_AHEAD = 3
 _STAGING = """CREATE TEMP TABLE IF NOT EXISTS staging (
     point_id text, ts double precision, value double precision, quality smallint,
     received_at double precision, drill boolean) ON COMMIT DELETE ROWS"""
-_COPY_TYPES = ["text", "float8", "float8", "int2", "float8", "bool"]
 
 
 def _dt(ts: float) -> datetime:
@@ -49,6 +48,17 @@ def _dt(ts: float) -> datetime:
 
 def _partition_name(day: int) -> str:
     return "readings_p" + _dt(day * DAY).strftime("%Y%m%d")
+
+
+def _copy_text(rows: list[ReadingRow]) -> bytes:
+    """COPY text payload built in one pass: one awaited write per batch instead of one per
+    row (a per-row ``write_row`` await capped ingest near 100k rows/s). Point ids come from
+    the validated mine configuration (no tabs, newlines or backslashes); floats use repr, so
+    they round-trip exactly."""
+    null = "\\N"
+    return "".join(
+        f"{p}\t{ts!r}\t{null if v is None else repr(v)}\t{q}\t{rx!r}\t{'t' if d else 'f'}\n"
+        for p, ts, v, q, rx, d in rows).encode()
 
 
 class PostgresStore:
@@ -88,6 +98,12 @@ class PostgresStore:
         await self._pool.close()
 
     # --- readings ------------------------------------------------------------------------
+    async def ensure_partitions(self, days: set[int]) -> None:
+        """Create the day partitions (days since the epoch) that do not exist yet."""
+        if self.mode == NATIVE and not days <= self._partitions:
+            async with self._pool.connection() as conn:
+                await self._ensure_partitions(conn, days)
+
     async def _ensure_partitions(self, conn: psycopg.AsyncConnection, days: set[int]) -> None:
         for day in sorted(days - self._partitions):
             name = _partition_name(day)
@@ -110,10 +126,8 @@ class PostgresStore:
             async with conn.transaction():
                 await conn.execute(_STAGING)
                 async with conn.cursor() as cur:
-                    async with cur.copy("COPY staging FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for r in rows:
-                            await copy.write_row(r)
+                    async with cur.copy("COPY staging FROM STDIN") as copy:
+                        await copy.write(_copy_text(rows))
                     await cur.execute(
                         "INSERT INTO readings SELECT %s, point_id, to_timestamp(ts), value, "
                         "quality, to_timestamp(received_at), drill FROM staging "

@@ -35,6 +35,7 @@ class PgCluster:
     directory: Path
     port: int
     bindir: Path
+    durable: bool = False  # fsync and synchronous commit on (benchmarks); off for tests
 
     @property
     def url(self) -> str:
@@ -57,8 +58,10 @@ class PgCluster:
     def _start(self) -> None:
         data = self.directory / "data"
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                f"-c unix_socket_directories={self.directory} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                f"-c unix_socket_directories={self.directory} -c max_connections=200 "
+                "-c max_wal_size=4GB -c checkpoint_timeout=15min")
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         out = subprocess.run(self._as_owner(
             str(self.bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
             str(self.directory / "server.log"), "-w", "-t", "60", "start"),
@@ -69,12 +72,16 @@ class PgCluster:
                                f"{log.read_text() if log.exists() else ''}")
 
 
-def start_cluster(directory: Path, port: int) -> PgCluster:
-    """initdb (trust auth on loopback) and start; the caller stops it."""
+def start_cluster(directory: Path, port: int, *, durable: bool = False) -> PgCluster:
+    """initdb (trust auth on loopback) and start; the caller stops it.
+
+    As root, ``directory`` is handed to the postgres user, so its parent must be traversable
+    by others (e.g. a fresh ``tempfile.mkdtemp()`` under /tmp, not a private subfolder).
+    """
     bindir = _bindir()
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "data"
-    cluster = PgCluster(directory, port, bindir)
+    cluster = PgCluster(directory, port, bindir, durable)
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
     if not (data / "PG_VERSION").exists():
