@@ -14,10 +14,16 @@ RunningService = ServiceProcess
 __all__ = ["ARTIFACTS", "ROOT", "RunningService"]
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[ServiceProcess]:
-    svc = start_service(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def service(request, tmp_path: Path) -> Iterator[ServiceProcess]:
+    """A running service on each backend: the embedded store and a real PostgreSQL."""
+    extra = ()
+    if request.param == "postgres":
+        extra = ("--database-url", request.getfixturevalue("pg_url"))
+    svc = start_service(tmp_path, *extra)
     try:
+        health = svc.get("/api/v1/health").json()
+        assert health["store"] == ("sqlite" if request.param == "sqlite" else "postgres-native")
         yield svc
     finally:
         svc.stop()
@@ -25,7 +31,7 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
 
 @pytest.fixture(scope="module")
 def shared_service(tmp_path_factory) -> Iterator[ServiceProcess]:
-    """One service for the read-only tests of a module."""
+    """One service (embedded store) for the read-only tests of a module."""
     svc = start_service(tmp_path_factory.mktemp("svc"))
     try:
         yield svc
