@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
+from api.regulators import router as regulators_router
 from dashboard import STATIC_DIR
 from minewatch.readings import Quality, iso, parse_time
 from minewatch.service import Service
@@ -272,6 +273,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
                   description="煤矿安全监控: gas and ventilation monitoring and alarm service")
     app.state.service = service
     app.include_router(router)
+    app.include_router(regulators_router)
 
     @app.websocket("/ws/live")
     async def ws_live(ws: WebSocket) -> None:
