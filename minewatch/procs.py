@@ -70,14 +70,17 @@ class ServiceProcess:
 
 
 def start_service(workdir: Path, *extra: str, port: int | None = None,
-                  timeout: float = 30.0) -> ServiceProcess:
+                  timeout: float = 30.0, data_dir: Path | None = None,
+                  env: dict[str, str] | None = None) -> ServiceProcess:
+    """``data_dir`` (default ``workdir/data-<port>``) lets a restart reuse a crashed
+    process's data; ``env`` adds environment variables (e.g. ``MINEWATCH_*`` settings)."""
     port = port or free_port()
-    data_dir = workdir / f"data-{port}"
+    data_dir = data_dir or workdir / f"data-{port}"
     log = workdir / f"service-{port}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "minewatch.cli", "run", "--port", str(port), "--data-dir",
-         str(data_dir), *extra], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+         str(data_dir), *extra], stdout=log.open("a"), stderr=subprocess.STDOUT, env=env,
         cwd=ROOT)
     svc = ServiceProcess(f"http://127.0.0.1:{port}", port, data_dir, proc, log)
     deadline = time.monotonic() + timeout

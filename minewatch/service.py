@@ -3,8 +3,9 @@
 This is the composition root (with ``cli``): the only module of the shared package that
 imports the other packages. Data flows one way: a collector hands a batch to
 ``handle_batch``; the engine turns it into edge events; cut edges open relays *before*
-anything is stored; then records are queued for the store writer and published on the bus,
-which the API's WebSockets read.
+anything is stored; then records are appended to the durable spool (``ingest/spool.py``) —
+which a store writer task (``ingest/writer.py``) applies to the store, surviving crashes and
+store outages — and published on the bus, which the API's WebSockets read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import contextlib
 import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,9 @@ from alarms.engine import (
 from alarms.lifecycle import AlarmBook
 from alarms.workflows import PowerCutWorkflow
 from ingest.modbus import ModbusCollector
+from ingest.spool import Spool
 from ingest.sqlite_store import SqliteStore
+from ingest.writer import StoreWriter, WriterStats
 from minewatch.bus import EventBus
 from minewatch.mine import Mine, Point, Relay, ResolvedLimits, Thresholds, resolve_limits
 from minewatch.readings import Batch, Quality, iso
@@ -51,11 +53,23 @@ KIND_BIT = {k: np.uint8(1 << i) for i, k in enumerate(ALARM_KINDS)}
 class Counters:
     batches: int = 0
     readings: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    store_errors: int = 0
     events: int = 0
+    spool_errors: int = 0  # appends that failed (disk full, I/O error): records lost
     started_at: float = field(default_factory=time.time)
+    writer: WriterStats = field(default_factory=WriterStats)  # updated by the store writer
+
+    # The store counters live with the writer; these keep the health route's names.
+    @property
+    def stored(self) -> int:
+        return self.writer.stored
+
+    @property
+    def duplicates(self) -> int:
+        return self.writer.duplicates
+
+    @property
+    def store_errors(self) -> int:
+        return self.writer.store_errors
 
 
 def alarm_message(point: Point, kind: str, value: float, lim: ResolvedLimits,
@@ -123,13 +137,28 @@ class Service:
         self.collectors: dict[str, ModbusCollector] = {}
         self.counters = Counters()
         self.upkeep: dict[str, Any] = {}
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.spool = Spool(settings.data_dir / "spool", [p.id for p in self.points],
+                           max_bytes=settings.spool_max_bytes,
+                           segment_bytes=settings.spool_segment_bytes,
+                           keep_applied=settings.spool_keep_applied,
+                           fsync=settings.spool_fsync_ms > 0)
+        self.writer = StoreWriter(self.spool, self.store, max_rows=settings.spool_batch_rows,
+                                  fsync_interval=settings.spool_fsync_ms / 1000,
+                                  stats=self.counters.writer)
         self._tasks: list[asyncio.Task] = []
         self.ports: dict[str, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
+        # Crash recovery first: what the last process spooled but did not store (alarms,
+        # commands) must be in the store before the alarm book and relay states load from it.
+        # Bounded, so a long backlog or a store outage does not delay monitoring.
+        self.spool.open()
+        self.writer.start()
+        if not await self.writer.wait_idle(self.settings.spool_replay_wait_s):
+            log.error("spool replay not finished within %.0f s (%d ops left); starting anyway",
+                      self.settings.spool_replay_wait_s, self.spool.stats.pending_ops)
         open_alarms = await self.store.alarms(AlarmQuery(state="open", limit=100_000))
         self.book.restore(open_alarms)
         for rec in open_alarms:  # engine resumes with the conditions still open
@@ -144,7 +173,6 @@ class Service:
             col = ModbusCollector(self.mine, sub, self.limits, self.slot_of, self.handle_batch,
                                   port=port)
             self.collectors[sub.id] = col
-        self._tasks.append(asyncio.create_task(self._writer(), name="store-writer"))
         for col in self.collectors.values():
             self._tasks.append(col.start())
         self._tasks.append(asyncio.create_task(self._supervise(), name="supervisor"))
@@ -161,7 +189,8 @@ class Service:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        await self._drain()
+        await self.writer.stop(self.settings.spool_stop_timeout_s)
+        self.spool.close()
         if self.sim is not None:
             await self.sim.stop()
         await self.store.close()
@@ -173,7 +202,7 @@ class Service:
                 relay = self.mine.relay_by_id[relay_id]
                 try:
                     await self._write_relay([relay], True)
-                    self._queue.put_nowait(("journal", ("relay_reasserted", relay_id, {})))
+                    self._journal("relay_reasserted", relay_id, {})
                 except Exception as exc:
                     log.error("could not re-assert cut on %s: %s", relay_id, exc)
 
@@ -187,7 +216,12 @@ class Service:
             await self._handle_events(events.rows(), batch.received_perf)
         for cmd in self.power.check(time.time()):
             self._after_settle(cmd)
-        self._queue.put_nowait(("readings", batch))
+        try:
+            self.spool.append_readings(batch.slots, batch.ts, batch.values, batch.quality,
+                                       batch.received_at)
+        except Exception:
+            self.counters.spool_errors += 1
+            log.exception("spool append failed: %d readings not recorded", len(batch))
         self.bus.publish("live", {"type": "readings", "points": [
             self.point_live(int(s)) for s in batch.slots]})
 
@@ -209,8 +243,7 @@ class Service:
                 if rec is not None:
                     changed.append((rec, "returned"))
                 if kind == "power_cut_limit":
-                    self._queue.put_nowait(("journal", ("restore_permitted", point.id,
-                                                        {"value": value})))
+                    self._journal("restore_permitted", point.id, {"value": value})
         if cuts:
             await asyncio.gather(*cuts)
         for rec, transition in changed:
@@ -222,7 +255,8 @@ class Service:
                              sensor.unit, sensor.name)
 
     def _alarm_changed(self, rec: AlarmRecord, transition: str) -> None:
-        self._queue.put_nowait(("alarm", (rec, transition)))
+        self._spool_op("alarm", {"at": rec.updated_at, "transition": transition,
+                                 "record": rec.to_dict()})
         self.bus.publish("alarms", {"type": "alarm", "transition": transition,
                                     "alarm": self.alarm_json(rec)})
 
@@ -240,7 +274,7 @@ class Service:
             raise errors[0]
 
     def _record_command(self, cmd: CommandRecord) -> None:
-        self._queue.put_nowait(("command", cmd))
+        self._spool_op("command", {"at": time.time(), "record": cmd.to_dict()})
         self.bus.publish("alarms", {"type": "command", "command": self.command_json(cmd)})
 
     def _after_settle(self, cmd: CommandRecord) -> None:
@@ -299,61 +333,22 @@ class Service:
             except Exception as exc:
                 log.warning("store upkeep failed: %s", exc)
 
-    async def _writer(self) -> None:
-        while True:
-            item = await self._queue.get()
-            await self._persist([item])
-
-    async def _drain(self) -> None:
-        items = []
-        while not self._queue.empty():
-            items.append(self._queue.get_nowait())
-        await self._persist(items)
-
-    async def _persist(self, items: list[tuple[str, Any]]) -> None:
-        """Write queued records in order; consecutive reading batches go in one transaction."""
-        while not self._queue.empty() and len(items) < 200:
-            items.append(self._queue.get_nowait())
-        rows: list[tuple[str, float, float, int, float]] = []
+    # --- store writing (through the durable spool) ------------------------------------------
+    def _spool_op(self, kind: str, data: dict[str, Any]) -> None:
+        """Append an alarm/command/journal op; the writer stores it (keyed, so once)."""
         try:
-            for kind, payload in items:
-                if kind == "readings":
-                    rows.extend(self._rows(payload))
-                    continue
-                if rows:
-                    await self._write_rows(rows)
-                    rows = []
-                if kind == "alarm":
-                    rec, transition = payload
-                    await self.store.save_alarm(rec)
-                    await self.store.append_journal(rec.updated_at, f"alarm_{transition}", rec.id,
-                                                    rec.to_dict(), key=uuid.uuid4().hex)
-                elif kind == "command":
-                    await self.store.save_command(payload)
-                    await self.store.append_journal(time.time(), f"command_{payload.result}",
-                                                    payload.id, payload.to_dict(),
-                                                    key=uuid.uuid4().hex)
-                elif kind == "journal":
-                    event, subject, data = payload
-                    await self.store.append_journal(time.time(), event, subject, data,
-                                                    key=uuid.uuid4().hex)
-            if rows:
-                await self._write_rows(rows)
+            self.spool.append_op(kind, data)
         except Exception:
-            self.counters.store_errors += 1
-            log.exception("store write failed")
+            self.counters.spool_errors += 1
+            log.exception("spool append failed: %s op not recorded: %r", kind, data)
 
-    def _rows(self, batch: Batch) -> list[tuple[str, float, float, int, float]]:
-        ids = [self.points[s].id for s in batch.slots]
-        values = [None if not math.isfinite(v) else float(v) for v in batch.values]
-        n = len(ids)
-        return list(zip(ids, batch.ts.tolist(), values, batch.quality.tolist(),
-                        [batch.received_at] * n, [False] * n, strict=True))
+    def _journal(self, event: str, subject: str, data: dict[str, Any]) -> None:
+        self._spool_op("journal", {"at": time.time(), "event": event, "subject": subject,
+                                   "data": data})
 
-    async def _write_rows(self, rows) -> None:
-        res = await self.store.write_readings(rows)
-        self.counters.stored += res.inserted
-        self.counters.duplicates += res.duplicates
+    def store_health(self) -> dict[str, Any]:
+        """Store writer and spool counters for /api/v1/health."""
+        return {**self.writer.health(), "spool_errors": self.counters.spool_errors}
 
     # --- views (used by the API) -----------------------------------------------------------------
     def point_state(self, slot: int) -> str:

@@ -28,3 +28,11 @@ class Settings(BaseSettings):
     retention_records_days: float = Field(730, ge=365)
     rollup_refresh_s: float = Field(10.0, gt=0)
     retention_every_s: float = Field(3600.0, gt=0)
+    # Durable spool between the collectors and the store (data_dir/spool).
+    spool_max_bytes: int = Field(1 << 30, gt=0)  # beyond it: spool_full (appends go on)
+    spool_segment_bytes: int = Field(16 << 20, ge=4096)
+    spool_fsync_ms: float = Field(100.0, ge=0)  # power-loss fsync period; 0 = never
+    spool_keep_applied: bool = False  # keep applied segments (tests, forensics)
+    spool_batch_rows: int = Field(50_000, ge=1)  # readings per store call at most
+    spool_replay_wait_s: float = Field(10.0, ge=0)  # crash replay waited for at start
+    spool_stop_timeout_s: float = Field(10.0, ge=0)  # draining to the store at stop
