@@ -1,0 +1,482 @@
+"""City command-center state (市煤矿安全应急指挥部): what every mine last told the city.
+
+``CityState`` is pure (no I/O, injectable clock): feed it the events each mine publishes on
+``mw/{mine}/events`` and the retained ``mw/{mine}/alarms/{id}`` messages (format in
+``minewatch/events.py``) and ask it for per-mine tiles and a merged alarm feed.
+
+Per mine it keeps: the name, when the last live message arrived (city clock) and the mine's own
+``at`` of it, the last heartbeat summary, open alarms by id (an alarm whose state becomes
+``cleared`` is dropped; a stale replay of an older state cannot bring it back), open incidents,
+recent commands, and relays cut since the last heartbeat.
+
+Tile status precedence (first that holds):
+``no_data`` (no live message for ``quiet_after_s``: whatever else we last knew is out of date)
+> ``incident`` (an open incident workflow) > ``power_cut`` (relays cut per the last heartbeat
+or a cut command since, or an active ``power_cut_limit`` alarm) > ``alarm`` (an active, not
+shelved alarm) > ``normal``. A quiet mine is itself an alarm: a synthetic city alarm
+``{kind: "mine_quiet", message: "矿井数据中断: <name>"}`` is raised, and cleared when data
+returns. Retained messages (replayed by the broker to a late subscriber) carry alarm state but
+do not count as a sign of life.
+
+Messages with a bad shape are counted by reason and ignored; nothing here raises on input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from minewatch.events import EVENT_VERSION, QUIET_AFTER_S
+from minewatch.readings import iso, parse_time
+
+STATUSES = ("normal", "alarm", "power_cut", "incident", "no_data")
+ACTIVE_STATES = ("unack_active", "ack_active")
+UNACK_STATES = ("unack_active", "unack_rtn")
+CLOSED_INCIDENT_STATES = ("closed", "cleared", "resolved", "done", "cancelled")
+CUT_RESULTS_EFFECTIVE = ("pending", "sent", "verified", "unverified")
+RESTORE_RESULTS_EFFECTIVE = ("sent", "verified")
+SUMMARY_NUMBERS = ("points", "open_alarms", "unacked_alarms", "cut_relays", "max_ch4",
+                   "stale_points", "substations_online", "substations")
+MAX_ID_LEN = 200
+FEED_SIZE = 500
+COMMANDS_PER_MINE = 20
+TOMBSTONES = 5000
+
+
+class BadEvent(ValueError):
+    """A message that does not have the shape of minewatch/events.py; ``reason`` is its key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _ident(value: Any, reason: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
+        raise BadEvent(reason)
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _time_of(value: Any) -> float | None:
+    """Epoch seconds or an ISO 8601 string (the REST objects' time format) → epoch seconds."""
+    n = _number(value)
+    if n is not None:
+        return n
+    if isinstance(value, str):
+        try:
+            t = parse_time(value)
+        except (ValueError, OverflowError):
+            return None
+        return t if math.isfinite(t) else None
+    return None
+
+
+@dataclass
+class MineState:
+    id: str
+    name: str
+    first_known: float  # city clock: when the city first heard of (or was told about) the mine
+    url: str | None = None
+    last_seen: float | None = None  # city clock: last live (not retained) message
+    last_event_at: float | None = None  # the mine's own ``at`` of its last live event
+    heartbeat: dict[str, Any] | None = None
+    heartbeat_seen: float | None = None
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # open alarms by id
+    tombstones: OrderedDict[str, float] = field(default_factory=OrderedDict)  # cleared id → t
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    commands: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    cut_since_hb: set[str] = field(default_factory=set)
+    restored_since_hb: set[str] = field(default_factory=set)
+    quiet: bool = False
+    quiet_since: float | None = None
+    messages: int = 0
+
+
+class CityState:
+    def __init__(self, *, quiet_after_s: float = QUIET_AFTER_S,
+                 clock: Callable[[], float] = time.time,
+                 mine_urls: dict[str, str] | None = None, feed_size: int = FEED_SIZE,
+                 commands_per_mine: int = COMMANDS_PER_MINE) -> None:
+        self.quiet_after_s = float(quiet_after_s)
+        self.clock = clock
+        self.mine_urls = dict(mine_urls or {})
+        self.commands_per_mine = commands_per_mine
+        self.mines: dict[str, MineState] = {}
+        self.feed_entries: deque[dict[str, Any]] = deque(maxlen=feed_size)
+        self.seq = 0  # of the last feed entry
+        self.version = 0  # bumped on every change a viewer could see
+        self.messages = 0
+        self.accepted = 0
+        self.malformed = 0
+        self.malformed_reasons: Counter[str] = Counter()
+        self.unknown_types: Counter[str] = Counter()
+        now = clock()
+        for mine_id in self.mine_urls:
+            self.mines[mine_id] = MineState(mine_id, mine_id, now, url=self.mine_urls[mine_id])
+
+    # --- input -------------------------------------------------------------------------------
+    def ingest_message(self, topic: str, payload: bytes | bytearray | str | None,
+                       retained: bool = False) -> bool:
+        """One MQTT message (``mw/{mine}/events`` or ``mw/{mine}/alarms/{id}``)."""
+        self.messages += 1
+        try:
+            parts = topic.split("/")
+            if len(parts) < 3 or parts[0] != "mw" or not parts[1]:
+                raise BadEvent("topic")
+            mine_id = parts[1]
+            if parts[2] == "events" and len(parts) == 3:
+                self._event(self._decode(payload, allow_empty=False), mine_id, retained)
+            elif parts[2] == "alarms" and len(parts) >= 4 and all(parts[3:]):
+                self._retained_alarm(mine_id, "/".join(parts[3:]),
+                                     self._decode(payload, allow_empty=True), retained)
+            else:
+                raise BadEvent("topic")
+        except BadEvent as exc:
+            return self._bad(exc.reason)
+        except Exception:  # a shape we did not foresee: count it, never crash the feed
+            return self._bad("unexpected")
+        self.accepted += 1
+        return True
+
+    def ingest(self, event: Any, *, retained: bool = False) -> bool:
+        """One event dict as published on ``mw/{mine}/events``; False if it was malformed."""
+        self.messages += 1
+        try:
+            if not isinstance(event, dict):
+                raise BadEvent("not_object")
+            self._event(event, None, retained)
+        except BadEvent as exc:
+            return self._bad(exc.reason)
+        except Exception:
+            return self._bad("unexpected")
+        self.accepted += 1
+        return True
+
+    def _bad(self, reason: str) -> bool:
+        self.malformed += 1
+        self.malformed_reasons[reason] += 1
+        return False
+
+    @staticmethod
+    def _decode(payload: bytes | bytearray | str | None, *, allow_empty: bool) -> Any:
+        if payload is None or len(payload) == 0:
+            if allow_empty:
+                return None
+            raise BadEvent("empty")
+        try:
+            return json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadEvent("json") from exc
+
+    def _envelope(self, ev: Any, topic_mine: str | None) -> tuple[str, str | None, float]:
+        if not isinstance(ev, dict):
+            raise BadEvent("not_object")
+        if ev.get("v") != EVENT_VERSION or isinstance(ev.get("v"), bool):
+            raise BadEvent("version")
+        mine_id = _ident(ev.get("mine"), "mine")
+        if topic_mine is not None and mine_id != topic_mine:
+            raise BadEvent("mine_mismatch")
+        name = ev.get("mine_name")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_ID_LEN):
+            raise BadEvent("mine_name")
+        at = _number(ev.get("at"))
+        if at is None:
+            raise BadEvent("at")
+        _ident(ev.get("type"), "type")
+        return mine_id, name or None, at
+
+    def _mine(self, mine_id: str, name: str | None) -> MineState:
+        m = self.mines.get(mine_id)
+        if m is None:
+            m = MineState(mine_id, name or mine_id, self.clock(), url=self.mine_urls.get(mine_id))
+            self.mines[mine_id] = m
+        elif name and name != m.name:
+            m.name = name
+        return m
+
+    def _event(self, ev: Any, topic_mine: str | None, retained: bool) -> None:
+        mine_id, name, at = self._envelope(ev, topic_mine)
+        kind = ev["type"]
+        # Validate the body before touching any state, so a bad event changes nothing.
+        if kind == "alarm":
+            transition = ev.get("transition")
+            if transition is not None and not isinstance(transition, str):
+                raise BadEvent("transition")
+            alarm = self._check_alarm(ev.get("alarm"))
+        elif kind == "command":
+            command = ev.get("command")
+            if not isinstance(command, dict):
+                raise BadEvent("command")
+            _ident(command.get("id"), "command_id")
+        elif kind == "heartbeat":
+            summary = self._check_summary(ev.get("summary"))
+        elif kind == "incident":
+            incident = ev.get("incident")
+            if not isinstance(incident, dict):
+                raise BadEvent("incident")
+            _ident(incident.get("id"), "incident_id")
+        m = self._mine(mine_id, name)
+        now = self.clock()
+        if not retained:
+            m.last_seen = now
+            m.last_event_at = at
+            m.messages += 1
+            self._resume(m, now)
+        if kind == "alarm":
+            self._apply_alarm(m, alarm, transition or "update", at)
+        elif kind == "command":
+            self._apply_command(m, command)
+        elif kind == "heartbeat":
+            m.heartbeat = summary
+            m.heartbeat_seen = now
+            m.cut_since_hb.clear()
+            m.restored_since_hb.clear()
+        elif kind == "incident":
+            self._apply_incident(m, incident)
+        else:
+            self.unknown_types[kind] += 1
+        self.version += 1
+
+    def _retained_alarm(self, mine_id: str, alarm_id: str, payload: Any, retained: bool) -> None:
+        """``mw/{mine}/alarms/{id}``: the full alarm event, or the bare alarm object; an empty
+        payload (retained message deleted) drops the alarm."""
+        if len(alarm_id) > MAX_ID_LEN:
+            raise BadEvent("alarm_id")
+        if payload is None:
+            m = self.mines.get(mine_id)
+            if m is not None and m.alarms.pop(alarm_id, None) is not None:
+                self.version += 1
+            return
+        if isinstance(payload, dict) and "type" in payload:
+            if payload.get("type") != "alarm":
+                raise BadEvent("type")
+            alarm = payload.get("alarm")
+            if not isinstance(alarm, dict) or alarm.get("id") != alarm_id:
+                raise BadEvent("alarm_id")
+            self._event(payload, mine_id, retained)
+            return
+        alarm = self._check_alarm(payload)
+        if alarm["id"] != alarm_id:
+            raise BadEvent("alarm_id")
+        m = self._mine(mine_id, None)
+        at = _time_of(alarm.get("updated_at")) or _time_of(alarm.get("raised_at")) or self.clock()
+        self._apply_alarm(m, alarm, "retained" if retained else "update", at)
+        self.version += 1
+
+    @staticmethod
+    def _check_alarm(alarm: Any) -> dict[str, Any]:
+        if not isinstance(alarm, dict):
+            raise BadEvent("alarm")
+        _ident(alarm.get("id"), "alarm_id")
+        _ident(alarm.get("state"), "alarm_state")
+        for key in ("kind", "message", "point_id", "point_name"):
+            if alarm.get(key) is not None and not isinstance(alarm.get(key), str):
+                raise BadEvent(f"alarm_{key}")
+        sev = alarm.get("severity")
+        if sev is not None and (isinstance(sev, bool) or not isinstance(sev, int)):
+            raise BadEvent("alarm_severity")
+        return alarm
+
+    @staticmethod
+    def _check_summary(summary: Any) -> dict[str, Any]:
+        if not isinstance(summary, dict):
+            raise BadEvent("summary")
+        out = dict(summary)
+        for key in SUMMARY_NUMBERS:
+            if key in summary and summary[key] is not None:
+                v = _number(summary[key])
+                if v is None or (v < 0 and key != "max_ch4"):
+                    raise BadEvent(f"summary_{key}")
+                out[key] = v
+        return out
+
+    # --- state changes -----------------------------------------------------------------------
+    def _apply_alarm(self, m: MineState, alarm: dict[str, Any], transition: str,
+                     at: float) -> None:
+        aid = alarm["id"]
+        updated = _time_of(alarm.get("updated_at"))
+        prev = m.alarms.get(aid)
+        if prev is not None:
+            prev_updated = _time_of(prev.get("updated_at"))
+            if updated is not None and prev_updated is not None and updated < prev_updated:
+                return  # an older state replayed (e.g. a queued message after the retained one)
+            if prev.get("state") == alarm["state"] and \
+                    prev.get("updated_at") == alarm.get("updated_at"):
+                return  # the same state again (the retained copy replayed on resubscribe)
+        elif aid in m.tombstones and (updated is None or updated <= m.tombstones[aid]):
+            return  # cleared already; do not resurrect it from a stale replay
+        if alarm["state"] == "cleared":
+            m.alarms.pop(aid, None)
+            m.tombstones[aid] = updated if updated is not None else math.inf
+            m.tombstones.move_to_end(aid)
+            while len(m.tombstones) > TOMBSTONES:
+                m.tombstones.popitem(last=False)
+            if prev is None:
+                return  # cleared before we ever saw it open: nothing to tell
+        else:
+            m.tombstones.pop(aid, None)
+            m.alarms[aid] = dict(alarm)
+        self._feed(m, alarm, transition, at)
+
+    def _apply_command(self, m: MineState, cmd: dict[str, Any]) -> None:
+        m.commands[cmd["id"]] = dict(cmd)
+        m.commands.move_to_end(cmd["id"])
+        while len(m.commands) > self.commands_per_mine:
+            m.commands.popitem(last=False)
+        target, result = cmd.get("target"), cmd.get("result")
+        if not isinstance(target, str):
+            return
+        if cmd.get("action") == "cut" and result in CUT_RESULTS_EFFECTIVE:
+            m.cut_since_hb.add(target)
+            m.restored_since_hb.discard(target)
+        elif cmd.get("action") == "restore" and result in RESTORE_RESULTS_EFFECTIVE:
+            m.restored_since_hb.add(target)
+            m.cut_since_hb.discard(target)
+
+    @staticmethod
+    def _apply_incident(m: MineState, incident: dict[str, Any]) -> None:
+        state = incident.get("state", incident.get("status"))
+        if isinstance(state, str) and state in CLOSED_INCIDENT_STATES:
+            m.incidents.pop(incident["id"], None)
+        else:
+            m.incidents[incident["id"]] = dict(incident)
+
+    def _feed(self, m: MineState, alarm: dict[str, Any], transition: str, at: float) -> None:
+        self.seq += 1
+        self.feed_entries.append({
+            "seq": self.seq, "at": iso(at), "mine": m.id, "mine_name": m.name,
+            "transition": transition, "id": alarm.get("id"), "kind": alarm.get("kind"),
+            "severity": alarm.get("severity"), "state": alarm.get("state"),
+            "message": alarm.get("message") or "", "point_id": alarm.get("point_id"),
+            "point_name": alarm.get("point_name"), "value": _number(alarm.get("value")),
+            "raised_at": alarm.get("raised_at"), "drill": bool(alarm.get("drill")),
+            "synthetic": bool(alarm.get("synthetic"))})
+
+    def _quiet_alarm(self, m: MineState, state: str) -> dict[str, Any]:
+        since = m.quiet_since if m.quiet_since is not None else self.clock()
+        return {"id": f"{m.id}:mine_quiet", "kind": "mine_quiet", "severity": 1, "state": state,
+                "message": (f"矿井数据中断: {m.name}" if state != "cleared"
+                            else f"矿井数据恢复: {m.name}"),
+                "point_id": None, "point_name": None, "value": None, "raised_at": iso(since),
+                "updated_at": iso(since), "drill": False, "synthetic": True}
+
+    def _resume(self, m: MineState, now: float) -> None:
+        if m.quiet:
+            m.quiet = False
+            self._feed(m, self._quiet_alarm(m, "cleared"), "cleared", now)
+            m.quiet_since = None
+
+    def tick(self) -> bool:
+        """Mark mines with no live message for ``quiet_after_s`` as quiet (raising the
+        synthetic ``mine_quiet`` alarm). True if anything changed."""
+        now = self.clock()
+        changed = False
+        for m in self.mines.values():
+            ref = m.last_seen if m.last_seen is not None else m.first_known
+            if not m.quiet and now - ref > self.quiet_after_s:
+                m.quiet = True
+                m.quiet_since = ref + self.quiet_after_s
+                self._feed(m, self._quiet_alarm(m, "unack_active"), "raised", now)
+                changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    # --- views -------------------------------------------------------------------------------
+    def _cut_relays(self, m: MineState) -> int:
+        hb = int(m.heartbeat.get("cut_relays") or 0) if m.heartbeat else 0
+        return max(len(m.cut_since_hb), hb - len(m.restored_since_hb))
+
+    def status(self, m: MineState) -> str:
+        if m.quiet:
+            return "no_data"
+        return self._known_status(m)
+
+    def _known_status(self, m: MineState) -> str:
+        if m.incidents:
+            return "incident"
+        active = [a for a in m.alarms.values() if a.get("state") in ACTIVE_STATES]
+        if self._cut_relays(m) > 0 or any(a.get("kind") == "power_cut_limit" for a in active):
+            return "power_cut"
+        if active:
+            return "alarm"
+        return "normal"
+
+    def tile(self, mine_id: str) -> dict[str, Any] | None:
+        m = self.mines.get(mine_id)
+        if m is None:
+            return None
+        now = self.clock()
+        hb = m.heartbeat or {}
+        open_alarms = [a for a in m.alarms.values() if a.get("state") != "cleared"]
+        unacked = sum(1 for a in open_alarms if a.get("state") in UNACK_STATES)
+        top = sorted((a for a in open_alarms if a.get("state") in ACTIVE_STATES),
+                     key=lambda a: (a.get("severity") or 9, -(_time_of(a.get("raised_at")) or 0)))
+        return {
+            "mine": m.id, "name": m.name, "status": self.status(m),
+            "last_known_status": self._known_status(m),
+            "max_ch4": _number(hb.get("max_ch4")), "max_ch4_point": hb.get("max_ch4_point"),
+            "open_alarms": len(open_alarms) + (1 if m.quiet else 0),
+            "unacked": unacked + (1 if m.quiet else 0),
+            "cut_relays": self._cut_relays(m), "incidents": len(m.incidents),
+            "last_seen": iso(m.last_seen), "last_event_at": iso(m.last_event_at),
+            "age_s": None if m.last_seen is None else round(max(0.0, now - m.last_seen), 1),
+            "quiet": m.quiet, "quiet_since": iso(m.quiet_since),
+            "top_alarm": top[0].get("message") if top else None,
+            "summary": m.heartbeat, "heartbeat_at": iso(m.heartbeat_seen),
+            "messages": m.messages, "url": m.url}
+
+    def tiles(self) -> list[dict[str, Any]]:
+        self.tick()
+        return [t for t in (self.tile(i) for i in sorted(self.mines)) if t is not None]
+
+    def open_alarms(self, mine_id: str | None = None) -> list[dict[str, Any]]:
+        """Open alarms (with the synthetic quiet alarms), newest first."""
+        self.tick()
+        out = []
+        for m in self.mines.values():
+            if mine_id is not None and m.id != mine_id:
+                continue
+            alarms = list(m.alarms.values())
+            if m.quiet:
+                alarms.append(self._quiet_alarm(m, "unack_active"))
+            out += [{**a, "mine": m.id, "mine_name": m.name} for a in alarms]
+        out.sort(key=lambda a: _time_of(a.get("raised_at")) or 0, reverse=True)
+        return out
+
+    def mine_detail(self, mine_id: str) -> dict[str, Any] | None:
+        tile = self.tile(mine_id)
+        if tile is None:
+            return None
+        m = self.mines[mine_id]
+        return {**tile, "alarms": self.open_alarms(mine_id),
+                "open_incidents": list(m.incidents.values()),
+                "commands": list(reversed(m.commands.values()))}
+
+    def feed(self, limit: int = 100, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Alarm transitions across mines, newest first, at most ``limit``."""
+        self.tick()
+        out = []
+        for e in reversed(self.feed_entries):
+            if e["seq"] <= after_seq or len(out) >= limit:
+                break
+            out.append(e)
+        return out
+
+    def counters(self) -> dict[str, Any]:
+        return {"messages": self.messages, "accepted": self.accepted,
+                "malformed": self.malformed, "malformed_reasons": dict(self.malformed_reasons),
+                "unknown_types": dict(self.unknown_types), "mines": len(self.mines),
+                "quiet_mines": sum(1 for m in self.mines.values() if m.quiet)}

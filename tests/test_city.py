@@ -1,0 +1,622 @@
+"""City command center (市煤矿安全应急指挥部): CityState rules with an injected clock, then the
+app against a real mosquitto — retained alarms for a late subscriber, REST, the /ws/city
+WebSocket, a quiet mine turning no_data, broker restart and the persistent session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import httpx
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect as ws_connect
+
+from api.city import CityState
+from api.city_app import create_city_app, parse_broker_url, parse_mine_urls
+from minewatch.broker import CITY_USER, ENGINE_USER, BrokerProcess, write_config
+from minewatch.events import QUIET_AFTER_S, alarm_topic, event, events_topic
+from minewatch.mine import Mine
+from minewatch.procs import free_port
+from minewatch.readings import iso
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+NAMES = {"north": "北山煤矿", "south": "南岭煤矿"}
+
+
+def ev(mine: str, kind: str, at: float | None = None, **body: Any) -> dict[str, Any]:
+    e = event(mine, NAMES.get(mine, mine), kind, **body)
+    if at is not None:
+        e["at"] = at
+    return e
+
+
+def alarm(aid: str, state: str = "unack_active", kind: str = "over_limit", severity: int = 2,
+          t: float = 1_800_000_000.0, updated: float | None = None,
+          message: str = "瓦斯超限 1.10%") -> dict[str, Any]:
+    return {"id": aid, "point_id": "001A02", "point_name": "1101回风隅角", "kind": kind,
+            "severity": severity, "state": state, "raised_at": iso(t), "value": 1.1,
+            "message": message, "cleared_at": None, "acked_at": None, "acked_by": None,
+            "drill": False, "updated_at": iso(updated if updated is not None else t),
+            "area": "1101"}
+
+
+def summary(**kw: Any) -> dict[str, Any]:
+    s = {"points": 47, "open_alarms": 0, "unacked_alarms": 0, "cut_relays": 0,
+         "max_ch4": 0.31, "max_ch4_point": "001A01", "stale_points": 0,
+         "substations_online": 3, "substations": 3}
+    s.update(kw)
+    return s
+
+
+def tile(city: CityState, mine: str) -> dict[str, Any]:
+    return next(t for t in city.tiles() if t["mine"] == mine)
+
+
+# --- CityState ------------------------------------------------------------------------------
+
+def test_status_precedence():
+    clk = Clock()
+    city = CityState(clock=clk)
+    assert city.ingest(ev("north", "heartbeat", summary=summary()))
+    assert tile(city, "north")["status"] == "normal"
+
+    assert city.ingest(ev("north", "alarm", transition="raised", alarm=alarm("A1")))
+    t = tile(city, "north")
+    assert (t["status"], t["open_alarms"], t["unacked"]) == ("alarm", 1, 1)
+    assert t["top_alarm"] == "瓦斯超限 1.10%"
+
+    # A cut command between heartbeats already makes it a power cut …
+    city.ingest(ev("north", "command", command={"id": "C1", "action": "cut",
+                                                "target": "001C01", "result": "sent"}))
+    assert tile(city, "north")["status"] == "power_cut"
+    assert tile(city, "north")["cut_relays"] == 1
+    # … and the next heartbeat carries the count.
+    clk.t += 1
+    city.ingest(ev("north", "heartbeat", summary=summary(cut_relays=3, max_ch4=1.62)))
+    t = tile(city, "north")
+    assert (t["status"], t["cut_relays"], t["max_ch4"]) == ("power_cut", 3, 1.62)
+
+    # An open incident outranks the power cut; closing it goes back.
+    city.ingest(ev("north", "incident", incident={"id": "I1", "state": "open"}))
+    assert tile(city, "north")["status"] == "incident"
+    city.ingest(ev("north", "incident", incident={"id": "I1", "state": "closed"}))
+    assert tile(city, "north")["status"] == "power_cut"
+
+    # Restored (heartbeat says no relay cut): back to alarm; alarm returned: flashing but grey.
+    city.ingest(ev("north", "heartbeat", summary=summary(cut_relays=0)))
+    assert tile(city, "north")["status"] == "alarm"
+    city.ingest(ev("north", "alarm", transition="returned",
+                   alarm=alarm("A1", "unack_rtn", updated=clk.t)))
+    t = tile(city, "north")
+    assert (t["status"], t["open_alarms"], t["unacked"]) == ("normal", 1, 1)
+
+    # An active power_cut_limit alarm alone means power_cut.
+    city.ingest(ev("north", "alarm", transition="raised",
+                   alarm=alarm("A2", kind="power_cut_limit", severity=1)))
+    assert tile(city, "north")["status"] == "power_cut"
+
+    # No data outranks everything; the last known status stays visible.
+    clk.t += QUIET_AFTER_S + 0.1
+    t = tile(city, "north")
+    assert (t["status"], t["last_known_status"]) == ("no_data", "power_cut")
+
+
+def test_quiet_mine_turns_no_data_with_a_synthetic_alarm():
+    clk = Clock()
+    city = CityState(clock=clk, quiet_after_s=15)
+    for mine in ("north", "south"):
+        city.ingest(ev(mine, "heartbeat", summary=summary()))
+    for _ in range(3):  # south keeps beating, north falls silent
+        clk.t += 5
+        city.ingest(ev("south", "heartbeat", summary=summary()))
+    assert city.tick() is False  # exactly at the limit: not yet
+    t = tile(city, "north")
+    assert t["status"] == "normal" and t["age_s"] == 15.0
+
+    clk.t += 0.5
+    city.ingest(ev("south", "heartbeat", summary=summary()))
+    assert city.tick() is True
+    north = tile(city, "north")
+    assert north["status"] == "no_data" and north["quiet"]
+    assert north["unacked"] == 1 and north["open_alarms"] == 1
+    assert tile(city, "south")["status"] == "normal"
+    quiet = [a for a in city.open_alarms() if a["kind"] == "mine_quiet"]
+    assert len(quiet) == 1
+    assert quiet[0]["mine"] == "north" and quiet[0]["message"] == "矿井数据中断: 北山煤矿"
+    newest = city.feed(1)[0]
+    assert (newest["kind"], newest["mine"], newest["transition"]) == \
+        ("mine_quiet", "north", "raised")
+    assert city.tick() is False  # raised once, not every tick
+
+    # Data returns: normal again, the synthetic alarm is cleared in the feed.
+    clk.t += 10
+    city.ingest(ev("north", "heartbeat", summary=summary()))
+    assert tile(city, "north")["status"] == "normal"
+    back = city.feed(1)[0]
+    assert (back["kind"], back["mine"], back["state"]) == ("mine_quiet", "north", "cleared")
+    assert back["message"] == "矿井数据恢复: 北山煤矿"
+    assert not any(a["kind"] == "mine_quiet" and a["mine"] == "north"
+                   for a in city.open_alarms())
+
+
+def test_configured_mine_never_heard_from_goes_no_data():
+    clk = Clock()
+    city = CityState(clock=clk, quiet_after_s=10, mine_urls={"east": "http://10.0.0.9:8000/"})
+    t = tile(city, "east")
+    assert (t["status"], t["age_s"], t["last_seen"]) == ("normal", None, None)
+    assert t["url"] == "http://10.0.0.9:8000/"
+    clk.t += 10.5
+    t = tile(city, "east")
+    assert t["status"] == "no_data"
+    assert city.open_alarms()[0]["message"] == "矿井数据中断: east"
+
+
+def test_retained_alarms_do_not_count_as_life():
+    clk = Clock()
+    city = CityState(clock=clk, quiet_after_s=10)
+    payload = json.dumps(ev("north", "alarm", at=clk.t - 3600, transition="raised",
+                            alarm=alarm("A1", t=clk.t - 3600))).encode()
+    assert city.ingest_message(alarm_topic("north", "A1"), payload, retained=True)
+    t = tile(city, "north")
+    assert t["status"] == "alarm" and t["last_seen"] is None and t["name"] == "北山煤矿"
+    # The broker replays the same retained state on every resubscribe: one feed entry only.
+    assert city.ingest_message(alarm_topic("north", "A1"), payload, retained=True)
+    assert [e["id"] for e in city.feed()] == ["A1"]
+    clk.t += 11
+    assert tile(city, "north")["status"] == "no_data"
+
+
+def test_cleared_alarms_are_dropped_and_not_resurrected():
+    clk = Clock()
+    city = CityState(clock=clk)
+    t0 = clk.t
+    city.ingest(ev("north", "alarm", transition="raised", alarm=alarm("A1", t=t0)))
+    city.ingest(ev("north", "alarm", transition="acknowledged",
+                   alarm=alarm("A1", "ack_active", t=t0, updated=t0 + 1)))
+    assert tile(city, "north")["unacked"] == 0
+    city.ingest(ev("north", "alarm", transition="returned",
+                   alarm=alarm("A1", "cleared", t=t0, updated=t0 + 2)))
+    assert city.open_alarms() == []
+    assert tile(city, "north")["status"] == "normal"
+    # A queued older state arriving late (after reconnect) must not bring it back.
+    city.ingest(ev("north", "alarm", transition="raised", alarm=alarm("A1", t=t0)))
+    assert city.open_alarms() == []
+    assert [e["state"] for e in city.feed()] == ["cleared", "ack_active", "unack_active"]
+
+    # Retained topic: a bare alarm object, then the retained message deleted (empty payload).
+    topic = alarm_topic("north", "A9")
+    assert city.ingest_message(topic, json.dumps(alarm("A9")).encode(), retained=True)
+    assert [a["id"] for a in city.open_alarms()] == ["A9"]
+    assert city.ingest_message(topic, b"", retained=False)
+    assert city.open_alarms() == []
+    # A retained cleared state for an alarm we never saw open: nothing shown.
+    assert city.ingest_message(alarm_topic("north", "A7"),
+                               json.dumps(alarm("A7", "cleared")).encode(), retained=True)
+    assert city.open_alarms() == []
+
+
+def test_malformed_events_are_counted_and_ignored():
+    clk = Clock()
+    city = CityState(clock=clk)
+    good = ev("north", "heartbeat", summary=summary())
+    bad_events: list[Any] = [
+        [1, 2], "x", None,
+        {**good, "v": 2}, {**good, "v": True}, {k: v for k, v in good.items() if k != "mine"},
+        {**good, "mine": ""}, {**good, "mine": 7}, {**good, "at": "yesterday"},
+        {**good, "at": math.nan}, {**good, "type": None},
+        {**good, "summary": "fine"}, {**good, "summary": summary(max_ch4="high")},
+        {**good, "summary": summary(cut_relays=-1)},
+        ev("north", "alarm", alarm={"state": "unack_active"}),
+        ev("north", "alarm", alarm={"id": "A1"}),
+        ev("north", "alarm", alarm=[]), ev("north", "alarm", transition=5, alarm=alarm("A1")),
+        ev("north", "alarm", alarm={**alarm("A1"), "severity": "high"}),
+        ev("north", "command", command={"action": "cut"}),
+        ev("north", "incident", incident={"state": "open"}),
+    ]
+    for b in bad_events:
+        assert city.ingest(b) is False
+    raw: list[tuple[str, Any]] = [
+        (events_topic("north"), b"{not json"), (events_topic("north"), b"\xff\xfe"),
+        (events_topic("north"), b""), (events_topic("south"), json.dumps(good).encode()),
+        ("mw/north", json.dumps(good).encode()), ("other/north/events", b"{}"),
+        ("mw/north/events/x", json.dumps(good).encode()),
+        (alarm_topic("north", "A1"), json.dumps(alarm("A2")).encode()),
+        (alarm_topic("north", "A1"), json.dumps(ev("north", "heartbeat")).encode()),
+        (alarm_topic("north", "A1"), b"[]"), (events_topic("north"), 12345),
+    ]
+    for topic, payload in raw:
+        assert city.ingest_message(topic, payload) is False
+    n = len(bad_events) + len(raw)
+    c = city.counters()
+    assert c["malformed"] == n and c["messages"] == n and c["accepted"] == 0
+    assert sum(c["malformed_reasons"].values()) == n
+    assert c["malformed_reasons"]["version"] == 2 and c["malformed_reasons"]["json"] == 2
+    assert city.mines == {} and city.feed() == []  # nothing half-applied
+
+    assert city.ingest(good)
+    unknown = ev("north", "newfangled", payload={"x": 1})
+    assert city.ingest(unknown)  # a newer event type: counted, and the mine is alive
+    c = city.counters()
+    assert c["accepted"] == 2 and c["unknown_types"] == {"newfangled": 1}
+
+
+def test_feed_is_merged_newest_first_and_bounded():
+    clk = Clock()
+    city = CityState(clock=clk, feed_size=5, commands_per_mine=3)
+    for i in range(8):
+        mine = "north" if i % 2 else "south"
+        city.ingest(ev(mine, "alarm", transition="raised", alarm=alarm(f"A{i}")))
+        city.ingest(ev(mine, "command", command={"id": f"C{i}", "action": "cut",
+                                                 "target": f"R{i}", "result": "verified"}))
+    feed = city.feed(100)
+    assert [e["id"] for e in feed] == ["A7", "A6", "A5", "A4", "A3"]
+    assert {e["mine"] for e in feed} == {"north", "south"}
+    assert [e["id"] for e in city.feed(2)] == ["A7", "A6"]
+    assert [e["id"] for e in city.feed(100, after_seq=feed[1]["seq"])] == ["A7"]
+    detail = city.mine_detail("north")
+    assert detail is not None
+    assert [c["id"] for c in detail["commands"]] == ["C7", "C5", "C3"]
+    assert len(detail["alarms"]) == 4
+
+
+def test_cli_helpers():
+    assert parse_broker_url("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884, None, None)
+    assert parse_broker_url("mqtt://city:p%40ss@broker") == ("broker", 1883, "city", "p@ss")
+    with pytest.raises(ValueError):
+        parse_broker_url("http://x")
+    assert parse_mine_urls(["demo=http://10.0.0.5:8000/"]) == {"demo": "http://10.0.0.5:8000/"}
+    for bad in (["demo"], ["demo=javascript:alert(1)"], ["=http://x/"]):
+        with pytest.raises(ValueError):
+            parse_mine_urls(bad)
+
+
+# --- the app against a real mosquitto -------------------------------------------------------
+
+@pytest.fixture
+def broker():
+    directory = Path(tempfile.mkdtemp(prefix="minewatch-mqtt-"))
+    proc = BrokerProcess(write_config(directory, [Mine.load()], free_port()))
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+class AppServer:
+    """The city app under uvicorn in a background thread on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> AppServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "city app did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def city_app(cfg, client_id: str | None = None, **kw):
+    return create_city_app("127.0.0.1", cfg.port, CITY_USER, cfg.password(CITY_USER),
+                           client_id=client_id or f"city-test-{uuid.uuid4().hex[:8]}", **kw)
+
+
+def engine(cfg) -> aiomqtt.Client:
+    return aiomqtt.Client("127.0.0.1", cfg.port, username=ENGINE_USER,
+                          password=cfg.password(ENGINE_USER))
+
+
+async def publish(client: aiomqtt.Client, e: dict[str, Any], retain_alarm: bool = False):
+    await client.publish(events_topic(e["mine"]), json.dumps(e).encode(), qos=1)
+    if retain_alarm:
+        await client.publish(alarm_topic(e["mine"], e["alarm"]["id"]), json.dumps(e).encode(),
+                             qos=1, retain=True)
+
+
+async def until(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll an async check until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
+
+
+async def test_city_feed_over_a_real_broker(broker):
+    cfg = broker.config
+    now = time.time()
+    # Before the city exists: an open alarm at north, retained by the broker.
+    async with engine(cfg) as eng:
+        await publish(eng, ev("north", "alarm", transition="raised",
+                              alarm=alarm("N-1", t=now - 60, message="1101回风隅角 瓦斯报警")),
+                      retain_alarm=True)
+        # … and one that was raised and then cleared (its retained copy is deleted).
+        await eng.publish(alarm_topic("north", "N-0"), b"", qos=1, retain=True)
+
+    app = city_app(cfg, mine_urls={"north": "http://127.0.0.1:9/"}, quiet_after_s=2.0)
+    with AppServer(app) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http, engine(cfg) as eng:
+            async def connected():
+                h = (await http.get("/api/v1/health")).json()
+                return h["broker"]["connected"] and h
+            health = await until(connected, what="broker connection")
+            assert health["status"] == "ok" and health["role"] == "city"
+
+            await publish(eng, ev("north", "heartbeat", summary=summary(max_ch4=0.42)))
+            await publish(eng, ev("south", "heartbeat",
+                                  summary=summary(cut_relays=3, max_ch4=1.62,
+                                                  max_ch4_point="001A02")))
+            await publish(eng, ev("south", "alarm", transition="raised",
+                                  alarm=alarm("S-1", kind="power_cut_limit", severity=1,
+                                              message="瓦斯超限断电 1.62%")), retain_alarm=True)
+            await publish(eng, ev("south", "command", command={
+                "id": "SC-1", "action": "cut", "target": "001C01", "target_name": "1101 采面",
+                "result": "verified"}))
+
+            async def both_tiles():
+                tiles = {t["mine"]: t for t in (await http.get("/api/v1/city/mines")).json()}
+                ok = (tiles.get("north", {}).get("status") == "alarm"
+                      and tiles.get("south", {}).get("status") == "power_cut"
+                      and tiles["south"]["open_alarms"] == 1)
+                if ok:
+                    detail = (await http.get("/api/v1/city/mines/south")).json()
+                    ok = [c["id"] for c in detail["commands"]] == ["SC-1"]
+                return ok and tiles
+            tiles = await until(both_tiles, what="two mines' tiles")
+            north, south = tiles["north"], tiles["south"]
+            assert north["name"] == "北山煤矿" and south["name"] == "南岭煤矿"
+            assert (north["open_alarms"], north["unacked"], north["max_ch4"]) == (1, 1, 0.42)
+            assert north["url"] == "http://127.0.0.1:9/" and south["url"] is None
+            assert north["top_alarm"] == "1101回风隅角 瓦斯报警"
+            assert (south["cut_relays"], south["max_ch4"], south["open_alarms"]) == (3, 1.62, 1)
+            assert south["age_s"] is not None and south["age_s"] < 2
+            assert south["last_seen"].endswith("Z")
+
+            feed = (await http.get("/api/v1/city/alarms", params={"limit": 10})).json()
+            assert [e["id"] for e in feed] == ["S-1", "N-1"]  # newest first, across mines
+            assert feed[1]["mine_name"] == "北山煤矿"
+            assert len((await http.get("/api/v1/city/alarms", params={"limit": 1})).json()) == 1
+            assert (await http.get("/api/v1/city/alarms", params={"limit": 0})).status_code == 422
+            detail = (await http.get("/api/v1/city/mines/south")).json()
+            assert detail["commands"][0]["id"] == "SC-1"
+            assert (await http.get("/api/v1/city/mines/nowhere")).status_code == 404
+            assert (await http.get("/", follow_redirects=False)).headers["location"] == "/city"
+            page = await http.get("/city")
+            assert page.status_code == 200 and "市煤矿安全应急指挥部" in page.text
+            for asset in ("/dashboard/city.js", "/dashboard/city.css", "/dashboard/wall.css"):
+                assert (await http.get(asset)).status_code == 200
+
+            # Garbage on a mine's topic is counted; the feed goes on.
+            await eng.publish(events_topic("south"), b"{garbage", qos=1)
+
+            # The WebSocket: a snapshot, then updates (on change, and at least once a second).
+            ws_url = srv.url.replace("http", "ws") + "/ws/city"
+            async with ws_connect(ws_url, open_timeout=5) as ws:
+                snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert snap["type"] == "snapshot" and snap["broker_connected"]
+                assert {t["mine"] for t in snap["mines"]} == {"north", "south"}
+                assert {e["id"] for e in snap["alarms"]} == {"S-1", "N-1"}
+
+                await publish(eng, ev("north", "alarm", transition="raised",
+                                      alarm=alarm("N-2", kind="fault", severity=3,
+                                                  message="CO 传感器故障")), retain_alarm=True)
+                t0 = time.monotonic()
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 2))
+                    if any(e["id"] == "N-2" for e in msg["alarms"]):
+                        break
+                    assert time.monotonic() - t0 < 3, "alarm did not reach the WebSocket"
+                assert msg["type"] == "update"
+                assert time.monotonic() - t0 < 1.5
+                north = next(t for t in msg["mines"] if t["mine"] == "north")
+                assert north["open_alarms"] == 2
+
+                # North clears N-1 (event + retained copy deleted), then falls silent; south
+                # keeps beating. North must turn no_data with the synthetic city alarm.
+                await publish(eng, ev("north", "alarm", transition="returned", alarm=alarm(
+                    "N-1", "cleared", t=now - 60, updated=time.time())))
+                await eng.publish(alarm_topic("north", "N-1"), b"", qos=1, retain=True)
+
+                quiet_tile = None
+                deadline = time.monotonic() + 8
+                next_beat = 0.0
+                while quiet_tile is None:
+                    assert time.monotonic() < deadline, "north never turned no_data"
+                    if time.monotonic() >= next_beat:
+                        await publish(eng, ev("south", "heartbeat",
+                                              summary=summary(cut_relays=3, max_ch4=1.5)))
+                        next_beat = time.monotonic() + 0.4
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 2))
+                    tiles = {t["mine"]: t for t in msg["mines"]}
+                    if tiles["north"]["status"] == "no_data":
+                        quiet_tile = tiles["north"]
+                assert tiles["south"]["status"] == "power_cut"
+                assert quiet_tile["last_known_status"] == "alarm"  # N-2 still open
+                assert quiet_tile["open_alarms"] == 2  # N-2 + the synthetic alarm
+
+
+            open_now = (await http.get("/api/v1/city/alarms", params={"open": "true"})).json()
+            quiet = [a for a in open_now if a["kind"] == "mine_quiet"]
+            assert [(a["mine"], a["message"]) for a in quiet] == \
+                [("north", "矿井数据中断: 北山煤矿")]
+            assert "N-1" not in {a["id"] for a in open_now}
+            assert {"N-2", "S-1"} <= {a["id"] for a in open_now}
+            feed = (await http.get("/api/v1/city/alarms")).json()
+            assert feed[0]["kind"] == "mine_quiet" or any(
+                e["kind"] == "mine_quiet" and e["transition"] == "raised" for e in feed)
+            health = (await http.get("/api/v1/health")).json()
+            assert health["malformed"] == 1 and health["malformed_reasons"] == {"json": 1}
+            assert health["quiet_mines"] == 1
+
+            # North comes back.
+            await publish(eng, ev("north", "heartbeat", summary=summary()))
+            async def north_back():
+                t = (await http.get("/api/v1/city/mines/north")).json()
+                return t["status"] != "no_data" and t
+            assert (await until(north_back, what="north back"))["status"] == "alarm"
+
+
+async def test_city_reconnects_and_keeps_its_session(broker):
+    """Broker restart: the city reconnects by itself. City restart with the same session id:
+    QoS 1 events published while it was away are delivered (persistent session)."""
+    cfg = broker.config
+    client_id = f"city-test-{uuid.uuid4().hex[:8]}"
+
+    async def mines(http):
+        return {t["mine"]: t for t in (await http.get("/api/v1/city/mines")).json()}
+
+    with AppServer(city_app(cfg, client_id)) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+            async def connected():
+                return (await http.get("/api/v1/health")).json()["broker"]["connected"]
+            await until(connected, what="first connection")
+            async with engine(cfg) as eng:
+                await publish(eng, ev("north", "heartbeat", summary=summary()))
+            await until(lambda: _has(http, "north"), what="north")
+
+            # No changes at all for a while: the WebSocket still sends at least once a second.
+            async with ws_connect(srv.url.replace("http", "ws") + "/ws/city") as ws:
+                assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "snapshot"
+                stamps = []
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 2.5:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 1.5))
+                    assert msg["type"] == "update" and msg["alarms"] == []
+                    stamps.append(time.monotonic())
+                gaps = [b - a for a, b in zip([t0, *stamps], stamps, strict=False)]
+                assert max(gaps) < 1.3 and len(stamps) >= 2
+
+            await asyncio.to_thread(broker.stop)
+            async def down():
+                h = (await http.get("/api/v1/health")).json()
+                return not h["broker"]["connected"] and h
+            h = await until(down, what="disconnect noticed")
+            assert h["status"] == "degraded" and h["broker"]["last_error"]
+            await asyncio.to_thread(broker.start)
+            h = await until(connected, timeout=15, what="reconnect")
+            async with engine(cfg) as eng:
+                await publish(eng, ev("south", "heartbeat", summary=summary(max_ch4=0.77)))
+            await until(lambda: _has(http, "south"), what="events after reconnect")
+            assert (await http.get("/api/v1/health")).json()["broker"]["connects"] >= 2
+
+    # The city is down: a mine raises an alarm (not retained, QoS 1).
+    async with engine(cfg) as eng:
+        await publish(eng, ev("south", "alarm", transition="raised",
+                              alarm=alarm("S-9", message="停电期间的报警")))
+    with AppServer(city_app(cfg, client_id)) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+            async def got_it():
+                feed = (await http.get("/api/v1/city/alarms")).json()
+                return any(e["id"] == "S-9" for e in feed)
+            await until(got_it, what="the queued event of the persistent session")
+            assert (await mines(http))["south"]["open_alarms"] == 1
+
+
+async def _has(http: httpx.AsyncClient, mine: str) -> bool:
+    return any(t["mine"] == mine for t in (await http.get("/api/v1/city/mines")).json())
+
+
+def test_city_app_rejects_bad_mine_urls():
+    with pytest.raises(ValueError):
+        create_city_app("127.0.0.1", 1883, "city", "x", {"demo": "javascript:alert(1)"})
+
+
+# --- the page in headless Chromium ----------------------------------------------------------
+
+@pytest.mark.browser
+def test_city_page_in_chromium(broker, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import ARTIFACTS
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    cfg = broker.config
+
+    async def publish_all(events: list[tuple[dict[str, Any], bool]]) -> None:
+        async with engine(cfg) as eng:
+            for e, retain in events:
+                await publish(eng, e, retain_alarm=retain)
+
+    def send(events: list[tuple[dict[str, Any], bool]]) -> None:
+        # Playwright's sync API runs a loop in this thread: publish from another one.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, publish_all(events)).result(timeout=15)
+
+    send([(ev("north", "alarm", transition="raised",
+                          alarm=alarm("N-1", message="1101回风隅角 甲烷 1.10% 报警")), True)])
+    app = city_app(cfg, mine_urls={"north": "http://127.0.0.1:9/"}, quiet_after_s=30)
+    with AppServer(app) as srv, sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+        try:
+            page = ctx.new_page()
+            page.goto(srv.url + "/")
+            page.wait_for_selector('#conn[data-state="ok"]', timeout=5000)
+            send([
+                (ev("north", "heartbeat", summary=summary(max_ch4=1.10, max_ch4_point="001A02",
+                                                          open_alarms=1, unacked_alarms=1)),
+                 False),
+                (ev("south", "heartbeat", summary=summary(cut_relays=3, max_ch4=1.62)), False),
+                (ev("south", "alarm", transition="raised", alarm=alarm(
+                    "S-1", kind="power_cut_limit", severity=1,
+                    message="2201回风巷 甲烷 1.62% 超限断电")), True)])
+            page.wait_for_selector('.tile[data-mine="north"][data-status="alarm"]', timeout=5000)
+            page.wait_for_selector('.tile[data-mine="south"][data-status="power_cut"]',
+                                   timeout=5000)
+            assert page.locator("#tiles .tile").count() == 2
+            north = page.locator('.tile[data-mine="north"]')
+            assert "北山煤矿" in north.inner_text() and "1.10" in north.inner_text()
+            assert "flash" in (north.get_attribute("class") or "")
+            assert north.locator("a").get_attribute("href") == "http://127.0.0.1:9/"
+            assert page.locator('.tile[data-mine="south"] a').count() == 0
+            page.wait_for_selector('#feed li[data-alarm="S-1"]', timeout=5000)
+            feed = page.inner_text("#feed")
+            assert "超限断电" in feed and "1101回风隅角" in feed and "南岭煤矿" in feed
+            assert page.inner_text("#count-cut") == "1"
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "city.png"))
+
+            # The city server goes away: the page says its own data is stale.
+            srv.server.should_exit = True
+            page.wait_for_selector('#conn[data-state="stale"]', timeout=6000)
+            assert page.is_visible("#stale-banner")
+            assert "指挥部数据中断" in page.inner_text("#conn")
+        finally:
+            ctx.close()
+            with contextlib.suppress(Exception):
+                srv.server.should_exit = True
