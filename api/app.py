@@ -97,7 +97,7 @@ async def health(request: Request) -> dict[str, Any]:
             "uptime_s": round(time.time() - c.started_at, 1),
             "readings": c.readings, "stored": c.stored, "duplicates": c.duplicates,
             "store_errors": c.store_errors, "open_alarms": len(s.book.open),
-            "substations": s.substations_json()}
+            **s.store_health(), "substations": s.substations_json()}
 
 
 @router.get("/mine")

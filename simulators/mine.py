@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from minewatch.mine import Mine, Thresholds, resolve_limits
+from simulators.mqtt_gateway import MqttGateway
 from simulators.substation import SimulatedSubstation
 
 SCENARIOS: dict[str, str] = {
@@ -46,13 +47,47 @@ class SimulatedMine:
         self.limits = limits
         self.substations = {s.id: SimulatedSubstation(mine, s, limits) for s in mine.substations}
         self.injections: list[Injection] = []
+        self.gateways: dict[str, MqttGateway] = {}
 
-    async def start(self) -> dict[str, int]:
-        return {sid: await sub.start() for sid, sub in self.substations.items()}
+    async def start(self, broker: tuple[str, int, dict[str, str]] | None = None
+                    ) -> dict[str, int]:
+        """Start Modbus servers (returns their ports) and, given a broker (host, port,
+        username → password), the MQTT gateways."""
+        from minewatch.broker import gateway_user
+
+        ports = {}
+        for sid, sub in self.substations.items():
+            if sub.sub.protocol == "modbus":
+                ports[sid] = await sub.start()
+            elif broker is not None:
+                host, port, creds = broker
+                user = gateway_user(self.mine.mine.id, sid)
+                gw = MqttGateway(sub, self.mine.mine.id, host, port, user, creds[user])
+                self.gateways[sid] = gw
+                gw.start()
+        return ports
 
     async def stop(self) -> None:
+        for gw in self.gateways.values():
+            await gw.stop()
         for sub in self.substations.values():
             await sub.stop()
+
+    async def set_online(self, substation_id: str, online: bool) -> None:
+        sub = self.substations[substation_id]
+        gw = self.gateways.get(substation_id)
+        if gw is not None:
+            gw.enabled = online
+        elif online:
+            await sub.start()
+        else:
+            await sub.stop()
+
+    def online(self, substation_id: str) -> bool:
+        gw = self.gateways.get(substation_id)
+        if gw is not None:
+            return gw.enabled and gw.connected
+        return self.substations[substation_id].online
 
     def relay_states(self) -> list[dict[str, Any]]:
         out = []
@@ -92,9 +127,9 @@ class SimulatedMine:
             target = 1.0 if target is None else target
             sub.set_override(point_id, target, calibrating=True)
         elif scenario == "substation-offline":
-            await sub.stop()
+            await self.set_online(point.substation, False)
         elif scenario == "substation-online":
-            await sub.start()
+            await self.set_online(point.substation, True)
         elif scenario == "relay-stuck":
             relays = [c for c, r in sub.relays.items() if r.area == point.area] or list(sub.relays)
             sub.stuck.update(relays)

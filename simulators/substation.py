@@ -13,6 +13,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus.server import ModbusTcpServer
@@ -51,6 +52,7 @@ class Override:
 class SimChannel:
     point: Point
     scale: float
+    unit: str
     baseline: float
     noisy: bool
     phase: float = field(default_factory=lambda: random.uniform(0, 2 * math.pi))
@@ -71,8 +73,9 @@ class SimulatedSubstation:
         self.channels: dict[int, SimChannel] = {}
         for p in mine.points_of(sub.id):
             base = p.baseline if p.baseline is not None else DEFAULT_BASELINE[p.kind]
-            self.channels[p.channel] = SimChannel(
-                p, limits.sensors[p.kind].scale, base, noisy=p.kind in NOISE)
+            sensor = limits.sensors[p.kind]
+            self.channels[p.channel] = SimChannel(p, sensor.scale, sensor.unit, base,
+                                                  noisy=p.kind in NOISE)
         self.n_channels = max(self.channels) + 1
         self.relays = {r.coil: r for r in mine.relays_of(sub.id)}
         self.coils: dict[int, bool] = dict.fromkeys(self.relays, False)
@@ -81,6 +84,7 @@ class SimulatedSubstation:
         self.server: ModbusTcpServer | None = None
         self.port = sub.port
         self.reads = 0
+        self.on_change: Callable[[], None] | None = None  # MQTT gateways publish on change
 
     # --- state -----------------------------------------------------------------------------
     def feed_powered(self, feed_point_id: str) -> bool:
@@ -111,9 +115,29 @@ class SimulatedSubstation:
         ch = self._channel(point_id)
         now = time.time()
         ch.override = Override(target, self.value_of(ch, now), now, ramp_s, fault, calibrating)
+        self._changed()
 
     def clear_override(self, point_id: str) -> None:
         self._channel(point_id).override = None
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def set_coils(self, coils: list[int], cut: bool) -> list[int]:
+        """Drive relays (True = open, power cut); stuck relays ignore it. Returns coils moved."""
+        now, moved = time.time(), []
+        for coil in coils:
+            if coil in self.stuck or coil not in self.coils:
+                continue
+            if self.coils[coil] != cut:
+                self.coils[coil] = cut
+                self.coil_changed_at[coil] = now
+                moved.append(coil)
+                log.info("substation %s relay coil %d -> %s", self.sub.id, coil,
+                         "open (cut)" if cut else "closed")
+        return moved
 
     def _channel(self, point_id: str) -> SimChannel:
         for ch in self.channels.values():
@@ -128,16 +152,9 @@ class SimulatedSubstation:
             fresh = self.registers(time.time())
             registers[: len(fresh)] = fresh
         elif func_code in (5, 15) and set_values is not None:  # write coil(s)
-            now = time.time()
-            for i, bit in enumerate(set_values):
-                coil = address + i
-                if coil in self.stuck:
-                    continue
-                if self.coils.get(coil) != bool(bit):
-                    self.coils[coil] = bool(bit)
-                    self.coil_changed_at[coil] = now
-                    log.info("substation %s relay coil %d -> %s", self.sub.id, coil,
-                             "open (cut)" if bit else "closed")
+            for value in (True, False):
+                self.set_coils([address + i for i, bit in enumerate(set_values)
+                                if bool(bit) == value], value)
         return None
 
     def _device(self) -> SimDevice:
