@@ -192,8 +192,25 @@ class Migration:
     sql: Callable[[str, Retention], str]
 
 
+def _v2(mode: str, retention: Retention) -> str:
+    return """
+    CREATE TABLE dead_letters (
+        mine_id text NOT NULL,
+        key text NOT NULL,
+        at double precision NOT NULL,
+        source text NOT NULL,
+        reason text NOT NULL,
+        detail text NOT NULL,
+        payload text NOT NULL,
+        PRIMARY KEY (mine_id, key)
+    );
+    CREATE INDEX dead_letters_at ON dead_letters (mine_id, at);
+    """
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "readings, rollups, alarms, commands, journal", _v1),
+    Migration(2, "dead letters (refused input with its reason)", _v2),
 ]
 
 

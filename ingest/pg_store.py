@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.pg_schema import NATIVE, ROLLUPS, TIMESCALE, detect_mode, migrate
-from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
 from minewatch.store import (
     GENESIS_HASH,
     AlarmQuery,
@@ -300,6 +300,25 @@ class PostgresStore:
         async with self._pool.connection() as conn:
             return await self._anchor(conn)
 
+    # --- dead letters ----------------------------------------------------------------------
+    async def save_dead_letter(self, letter: DeadLetter) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO dead_letters VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (self.mine_id, letter.key, letter.at, letter.source, letter.reason,
+                 letter.detail, letter.payload))
+
+    async def dead_letters(self, t_from: float | None, t_to: float | None,
+                           limit: int) -> list[DeadLetter]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT key, at, source, reason, detail, payload FROM dead_letters "
+                "WHERE mine_id = %s AND at >= %s AND at < %s ORDER BY at DESC LIMIT %s",
+                (self.mine_id, -1e300 if t_from is None else t_from,
+                 1e300 if t_to is None else t_to, limit))
+            return [DeadLetter(*r) for r in await cur.fetchall()]
+
     # --- upkeep -----------------------------------------------------------------------------
     async def refresh_rollups(self) -> int:
         """Recompute the rollup buckets touched since the last refresh (service-maintained
@@ -362,6 +381,8 @@ class PostgresStore:
             await conn.execute("DELETE FROM alarms WHERE mine_id = %s AND raised_at < %s "
                                "AND state = 'cleared'", (self.mine_id, rec_cut))
             await conn.execute("DELETE FROM commands WHERE mine_id = %s AND issued_at < %s",
+                               (self.mine_id, rec_cut))
+            await conn.execute("DELETE FROM dead_letters WHERE mine_id = %s AND at < %s",
                                (self.mine_id, rec_cut))
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext('journal:' || %s))",

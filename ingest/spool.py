@@ -59,10 +59,11 @@ log = logging.getLogger("minewatch.ingest.spool")
 MAGIC = b"MW"
 HEADER = struct.Struct("<2sBBII")  # magic, kind, flags, payload length, crc32
 READINGS_PREFIX = struct.Struct("<dB3xI")  # received_at, drill, n
-KIND_SEGMENT, KIND_READINGS, KIND_ALARM, KIND_COMMAND, KIND_JOURNAL = 1, 2, 3, 4, 5
+KIND_SEGMENT, KIND_READINGS, KIND_ALARM, KIND_COMMAND, KIND_JOURNAL, KIND_DEAD = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {KIND_SEGMENT: "segment", KIND_READINGS: "readings", KIND_ALARM: "alarm",
-              KIND_COMMAND: "command", KIND_JOURNAL: "journal"}
-JSON_KINDS = {"alarm": KIND_ALARM, "command": KIND_COMMAND, "journal": KIND_JOURNAL}
+              KIND_COMMAND: "command", KIND_JOURNAL: "journal", KIND_DEAD: "dead_letter"}
+JSON_KINDS = {"alarm": KIND_ALARM, "command": KIND_COMMAND, "journal": KIND_JOURNAL,
+              "dead_letter": KIND_DEAD}
 SUFFIX = ".seg"
 CHECKPOINT = "checkpoint.json"
 MAX_PAYLOAD = 1 << 30  # a length beyond this is garbage, not a record

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
 from minewatch.store import (
     GENESIS_HASH,
     RESOLUTION_S,
@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS journal (
     hash TEXT NOT NULL,
     key TEXT NOT NULL UNIQUE
 );
+CREATE TABLE IF NOT EXISTS dead_letters (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_at ON dead_letters (at);
 CREATE TABLE IF NOT EXISTS journal_anchor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -297,6 +306,22 @@ class SqliteStore:
         row = self.db.execute("SELECT seq, hash FROM journal_anchor WHERE id = 1").fetchone()
         return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
+    # --- dead letters ----------------------------------------------------------------------
+    async def save_dead_letter(self, letter: DeadLetter) -> None:
+        await self._run(lambda: self.db.execute(
+            "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
+            (letter.key, letter.at, letter.source, letter.reason, letter.detail,
+             letter.payload)))
+
+    async def dead_letters(self, t_from: float | None, t_to: float | None,
+                           limit: int) -> list[DeadLetter]:
+        lo = -1e300 if t_from is None else t_from
+        hi = 1e300 if t_to is None else t_to
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT key, at, source, reason, detail, payload FROM dead_letters "
+            "WHERE at >= ? AND at < ? ORDER BY at DESC LIMIT ?", (lo, hi, limit)).fetchall())
+        return [DeadLetter(*r) for r in rows]
+
     # --- upkeep -----------------------------------------------------------------------------
     async def maintain(self, now: float) -> dict[str, Any]:
         return await self._run(self._maintain, now)
@@ -319,6 +344,7 @@ class SqliteStore:
                                 (rec_cut,)).rowcount
             commands = db.execute("DELETE FROM commands WHERE issued_at < ?",
                                   (rec_cut,)).rowcount
+            db.execute("DELETE FROM dead_letters WHERE at < ?", (rec_cut,))
             last = db.execute("SELECT seq, hash FROM journal WHERE at < ? ORDER BY seq DESC "
                               "LIMIT 1", (rec_cut,)).fetchone()
             pruned = 0

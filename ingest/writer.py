@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.spool import Op, Position, Spool
-from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
 from minewatch.store import ReadingRow, Store
 
 log = logging.getLogger("minewatch.ingest.writer")
@@ -207,6 +207,10 @@ class StoreWriter:
         elif op.kind == "journal":
             row = await self.store.append_journal(d["at"], d["event"], d["subject"],
                                                   d.get("data") or {}, key=d["key"])
+        elif op.kind == "dead_letter":
+            await self.store.save_dead_letter(DeadLetter(
+                d["key"], d["at"], d["source"], d["reason"], d["detail"], d["payload"]))
+            return
         else:
             log.error("spool op of unknown kind %r at %s skipped", op.kind, op.start)
             return

@@ -70,3 +70,15 @@ class CommandRecord:
     def from_dict(cls, d: dict[str, Any]) -> CommandRecord:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class DeadLetter:
+    """Input that was refused at the border, kept with the reason (never silently dropped)."""
+
+    key: str  # unique: a replayed spool op is stored once
+    at: float
+    source: str  # e.g. the MQTT topic
+    reason: str  # short code: oversized, json, shape, topic, unknown_point, unit, …
+    detail: str
+    payload: str  # the raw input (truncated), for the gateway's owner to see what they sent

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
 
 # point_id, ts, value, quality, received_at, drill
 ReadingRow = tuple[str, float, float | None, int, float, bool]
@@ -151,6 +151,14 @@ class Store(Protocol):
         ...
 
     async def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalRow]: ...
+
+    async def save_dead_letter(self, letter: DeadLetter) -> None:
+        """Idempotent by ``letter.key``."""
+        ...
+
+    async def dead_letters(self, t_from: float | None, t_to: float | None,
+                           limit: int) -> list[DeadLetter]: ...
+
     async def journal_anchor(self) -> tuple[int, str]: ...
 
     async def maintain(self, now: float) -> dict[str, Any]:

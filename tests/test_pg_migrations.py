@@ -19,15 +19,16 @@ async def test_migrations_apply_once_even_with_concurrent_workers(pg_url):
     try:
         assert {s.mode for s in stores} == {NATIVE}
         async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-            cur = await conn.execute("SELECT version, mode FROM schema_migrations")
-            assert await cur.fetchall() == [(1, NATIVE)]
+            cur = await conn.execute("SELECT version, mode FROM schema_migrations ORDER BY 1")
+            assert await cur.fetchall() == [(m.version, NATIVE) for m in MIGRATIONS]
             # Running again applies nothing; a new migration is applied exactly once.
             assert await migrate(conn, NATIVE, Retention()) == []
-            extra = [*MIGRATIONS, Migration(2, "test column",
+            nxt = MIGRATIONS[-1].version + 1
+            extra = [*MIGRATIONS, Migration(nxt, "test column",
                                             lambda mode, r: "ALTER TABLE alarms ADD x int")]
             results = await asyncio.gather(*(migrate(conn2, NATIVE, Retention(), extra)
                                              for conn2 in [conn]))
-            assert results == [[2]]
+            assert results == [[nxt]]
             assert await migrate(conn, NATIVE, Retention(), extra) == []
     finally:
         for s in stores:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
 from minewatch.store import (
     AlarmQuery,
     CommandQuery,
@@ -146,3 +146,15 @@ async def test_retention_prunes_old_records_and_keeps_the_chain_verifiable(backe
         assert await verify_journal(store) == (3, None)
     finally:
         await store.close()
+
+
+async def test_dead_letters_are_kept_once_with_their_reason(store):
+    letter = DeadLetter("k1", T0, "mw/demo/S04/data", "unit", "point 004A01 is in '%'",
+                        '{"point": "004A01"}')
+    await store.save_dead_letter(letter)
+    await store.save_dead_letter(letter)  # a spool replay
+    await store.save_dead_letter(DeadLetter("k2", T0 + 1, "mw/demo/S04/data", "json", "x", "{"))
+    got = await store.dead_letters(None, None, 10)
+    assert [d.key for d in got] == ["k2", "k1"]
+    assert got[1] == letter
+    assert [d.key for d in await store.dead_letters(T0 + 0.5, None, 10)] == ["k2"]
