@@ -107,7 +107,7 @@ class Roadway(_Strict):
 class Substation(_Strict):
     id: str
     name: str
-    protocol: Literal["modbus"] = "modbus"
+    protocol: Literal["modbus", "mqtt"] = "modbus"
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535, description="0 = simulated, port chosen at start")
     device_id: int = Field(1, ge=1, le=247)

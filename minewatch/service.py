@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -33,10 +37,14 @@ from alarms.engine import (
 from alarms.lifecycle import AlarmBook
 from alarms.workflows import PowerCutWorkflow
 from ingest.modbus import ModbusCollector
+from ingest.mqtt import MqttLink
+from ingest.mqtt_payload import PointInfo, Reject
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteStore
 from ingest.writer import StoreWriter, WriterStats
+from minewatch.broker import ENGINE_USER, BrokerProcess, write_config
 from minewatch.bus import EventBus
+from minewatch.events import HEARTBEAT_S, event
 from minewatch.mine import Mine, Point, Relay, ResolvedLimits, Thresholds, resolve_limits
 from minewatch.readings import Batch, Quality, iso
 from minewatch.records import AlarmRecord, CommandRecord
@@ -147,6 +155,9 @@ class Service:
                                   stats=self.counters.writer)
         self._tasks: list[asyncio.Task] = []
         self.ports: dict[str, int] = {}
+        self.broker: BrokerProcess | None = None
+        self.mqtt: MqttLink | None = None
+        self.dead_letter_counts: dict[str, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -166,9 +177,22 @@ class Service:
             if slot is not None and rec.active and rec.kind in KIND_BIT:
                 self.engine.bits[slot] |= KIND_BIT[rec.kind]
         self.power.restore_state(await self.store.commands(CommandQuery(limit=10_000)))
+        broker = self._start_broker()
+        if broker is not None:
+            host, port, user, password = broker
+            self.mqtt = MqttLink(self.mine.mine.id, self._mqtt_points(), host, port, user,
+                                 password, self.handle_batch, self._dead_letter,
+                                 self.settings.data_dir / "events")
+            self._tasks += self.mqtt.start()
         if self.sim is not None:
-            self.ports = await self.sim.start()
+            gateways = None
+            if self.broker is not None:
+                cfg = self.broker.config
+                gateways = ("127.0.0.1", cfg.port, cfg.credentials)
+            self.ports = await self.sim.start(gateways)
         for sub in self.mine.substations:
+            if sub.protocol != "modbus":
+                continue
             port = self.ports.get(sub.id, sub.port)
             col = ModbusCollector(self.mine, sub, self.limits, self.slot_of, self.handle_batch,
                                   port=port)
@@ -177,9 +201,81 @@ class Service:
             self._tasks.append(col.start())
         self._tasks.append(asyncio.create_task(self._supervise(), name="supervisor"))
         self._tasks.append(asyncio.create_task(self._upkeep(), name="store-upkeep"))
+        if self.mqtt is not None:
+            self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         await self._reassert_cuts()
         log.info("minewatch started: mine %s, %d points, %d substations",
                  self.mine.mine.id, len(self.points), len(self.collectors))
+
+    def _start_broker(self) -> tuple[str, int, str, str] | None:
+        """The engine's broker: the configured one, else a private mosquitto (if installed)."""
+        url = self.settings.broker_url
+        if url:
+            u = urlsplit(url)
+            return u.hostname or "127.0.0.1", u.port or 1883, u.username or ENGINE_USER, \
+                u.password or ""
+        if not self.settings.embedded_broker:
+            return None
+        if shutil.which("mosquitto") is None:
+            if any(s.protocol == "mqtt" for s in self.mine.substations):
+                log.error("no MQTT broker configured and mosquitto is not installed: the MQTT "
+                          "substations will raise stale alarms")
+            return None
+        from minewatch.procs import free_port
+
+        directory = (self.settings.data_dir / "broker").resolve()
+        creds_file = directory / "credentials.json"
+        creds = json.loads(creds_file.read_text()) if creds_file.exists() else None
+        cfg = write_config(directory, [self.mine], free_port(), creds)
+        self.broker = BrokerProcess(cfg)
+        self.broker.start()
+        log.info("embedded mosquitto on 127.0.0.1:%d", cfg.port)
+        return "127.0.0.1", cfg.port, ENGINE_USER, cfg.password(ENGINE_USER)
+
+    def _mqtt_points(self) -> dict[str, PointInfo]:
+        mqtt_subs = {s.id for s in self.mine.substations if s.protocol == "mqtt"}
+        out = {}
+        for p in self.points:
+            if p.substation in mqtt_subs:
+                sensor = self.limits.sensors[p.kind]
+                out[p.id] = PointInfo(self.slot_of[p.id], p.substation, sensor.unit,
+                                      sensor.range_lo, sensor.range_hi)
+        return out
+
+    def _dead_letter(self, source: str, reject: Reject, payload: bytes) -> None:
+        """Refused input is kept with its reason and counted; it never stops ingest."""
+        self.dead_letter_counts[reject.reason] = self.dead_letter_counts.get(reject.reason,
+                                                                             0) + 1
+        raw = payload[:4096].decode("utf-8", "replace")
+        if reject.item is not None:
+            raw = json.dumps(reject.item, ensure_ascii=False, default=str)[:4096]
+        self._spool_op("dead_letter", {"key": uuid.uuid4().hex, "at": time.time(),
+                                       "source": source, "reason": reject.reason,
+                                       "detail": reject.detail, "payload": raw})
+
+    async def _heartbeat(self) -> None:
+        while True:
+            if self.mqtt is not None:
+                self.mqtt.publish_event(self._event("heartbeat", summary=self.summary()))
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _event(self, kind: str, **body: Any) -> dict[str, Any]:
+        return event(self.mine.mine.id, self.mine.mine.name, kind, **body)
+
+    def summary(self) -> dict[str, Any]:
+        ch4 = [i for i, p in enumerate(self.points) if p.kind == "ch4"]
+        values = self.engine.value[ch4]
+        best = int(np.nanargmax(values)) if np.isfinite(values).any() else None
+        subs = self.substations_json()
+        return {"points": len(self.points), "open_alarms": len(self.book.open),
+                "unacked_alarms": sum(a.state.startswith("unack") for a in
+                                      self.book.open.values()),
+                "cut_relays": sum(self.power.relay_cut.values()),
+                "max_ch4": None if best is None else float(values[best]),
+                "max_ch4_point": None if best is None else self.points[ch4[best]].id,
+                "stale_points": int(np.count_nonzero(self.engine.bits & STALE)),
+                "substations_online": sum(s["online"] for s in subs),
+                "substations": len(subs)}
 
     async def stop(self) -> None:
         for col in self.collectors.values():
@@ -189,10 +285,14 @@ class Service:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         await self.writer.stop(self.settings.spool_stop_timeout_s)
         self.spool.close()
         if self.sim is not None:
             await self.sim.stop()
+        if self.broker is not None:
+            self.broker.stop()
         await self.store.close()
 
     async def _reassert_cuts(self) -> None:
@@ -257,8 +357,11 @@ class Service:
     def _alarm_changed(self, rec: AlarmRecord, transition: str) -> None:
         self._spool_op("alarm", {"at": rec.updated_at, "transition": transition,
                                  "record": rec.to_dict()})
-        self.bus.publish("alarms", {"type": "alarm", "transition": transition,
-                                    "alarm": self.alarm_json(rec)})
+        body = self.alarm_json(rec)
+        self.bus.publish("alarms", {"type": "alarm", "transition": transition, "alarm": body})
+        if self.mqtt is not None:
+            self.mqtt.publish_event(self._event("alarm", transition=transition, alarm=body),
+                                    alarm_id=rec.id)
 
     # --- workflow callbacks ------------------------------------------------------------------
     async def _write_relay(self, relays: list[Relay], cut: bool) -> None:
@@ -267,15 +370,26 @@ class Service:
         for r in relays:
             by_sub.setdefault(r.substation, []).append(r.coil)
         results = await asyncio.gather(
-            *(self.collectors[sub].write_coils(coils, cut) for sub, coils in by_sub.items()),
+            *(self._write_coils(sub, coils, cut) for sub, coils in by_sub.items()),
             return_exceptions=True)
         errors = [e for e in results if isinstance(e, BaseException)]
         if errors:
             raise errors[0]
 
+    async def _write_coils(self, substation: str, coils: list[int], cut: bool) -> None:
+        if substation in self.collectors:
+            await self.collectors[substation].write_coils(coils, cut)
+        elif self.mqtt is not None:
+            await self.mqtt.write_coils(substation, coils, cut)
+        else:
+            raise RuntimeError(f"no link to substation {substation}")
+
     def _record_command(self, cmd: CommandRecord) -> None:
         self._spool_op("command", {"at": time.time(), "record": cmd.to_dict()})
-        self.bus.publish("alarms", {"type": "command", "command": self.command_json(cmd)})
+        body = self.command_json(cmd)
+        self.bus.publish("alarms", {"type": "command", "command": body})
+        if self.mqtt is not None:
+            self.mqtt.publish_event(self._event("command", command=body))
 
     def _after_settle(self, cmd: CommandRecord) -> None:
         if cmd.result == "unverified" and cmd.action == "cut":
@@ -414,9 +528,20 @@ class Service:
         d["target_name"] = relay.name if relay else cmd.target
         return d
 
+    def _mqtt_substation_json(self, sub) -> dict[str, Any]:
+        last = self.mqtt.last_seen.get(sub.id) if self.mqtt else None
+        online = last is not None and time.time() - last < 2 * sub.poll_ms / 1000 + 0.5
+        return {"id": sub.id, "name": sub.name, "poll_ms": sub.poll_ms, "protocol": "mqtt",
+                "online": online, "port": None, "polls": 0, "failures": 0,
+                "last_ok": iso(last) if last else None,
+                "last_error": "" if self.mqtt else "no MQTT broker"}
+
     def substations_json(self) -> list[dict[str, Any]]:
         out = []
         for sub in self.mine.substations:
+            if sub.protocol == "mqtt":
+                out.append(self._mqtt_substation_json(sub))
+                continue
             col = self.collectors.get(sub.id)
             st = col.stats if col else None
             out.append({"id": sub.id, "name": sub.name, "poll_ms": sub.poll_ms,

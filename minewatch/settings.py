@@ -18,7 +18,12 @@ class Settings(BaseSettings):
     mine_config: Path = SAMPLE_MINE
     thresholds: Path = DEFAULT_THRESHOLDS
     data_dir: Path = Path("data")
-    database_url: str | None = None  # postgresql://… ; None = embedded SQLite in data_dir
+    database_url: str | None = None
+    # MQTT broker for the engine: mqtt://user:password@host:port. Without it, and with
+    # embedded_broker on, a private mosquitto is started (if installed) for the MQTT
+    # substations of the (simulated) mine and the events feed.
+    broker_url: str | None = None
+    embedded_broker: bool = True  # postgresql://… ; None = embedded SQLite in data_dir
     poll_ms: int | None = Field(None, ge=50)  # override every substation's poll period
     simulate: bool = True  # start the simulated substations of the mine configuration
     log_level: str = "INFO"
