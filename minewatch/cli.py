@@ -88,6 +88,29 @@ def simulate(
     typer.echo(json.dumps(r.json(), ensure_ascii=False))
 
 
+@app.command()
+def city(
+    broker_url: Annotated[str, typer.Option(help="mqtt://[user[:password]@]host[:port]")],
+    host: Annotated[str, typer.Option(help="address to serve the city view on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port of the city view")] = 8100,
+    username: Annotated[str, typer.Option(help="the broker's city account")] = "city",
+    password: Annotated[str | None, typer.Option(
+        help="default: from the URL or $MINEWATCH_CITY_MQTT_PASSWORD")] = None,
+    mine_url: Annotated[list[str] | None, typer.Option(
+        help="MINE=http://… drill-down link to a mine's wall screen (repeatable)")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """City command center (市煤矿安全应急指挥部): every mine's alarms and status at /city."""
+    from api.city_app import city_main
+
+    try:
+        city_main(host, port, broker_url, username, password, mine_url or [],
+                  log_level=log_level)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @app.command("verify-journal")
 def verify_journal_cmd(
     data_dir: Annotated[Path, typer.Option(help="embedded store directory")] = Path("data"),
