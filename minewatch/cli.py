@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -86,6 +87,34 @@ def simulate(
         typer.echo(f"refused ({r.status_code}): {r.json().get('detail', r.text)}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(r.json(), ensure_ascii=False))
+
+
+@app.command()
+def worker(
+    config: Annotated[list[Path], typer.Option(help="mine configuration TOML (repeatable)")],
+    database_url: Annotated[str, typer.Option(help="postgresql://… (shared by all workers)")],
+    broker_url: Annotated[str, typer.Option(help="mqtt://minewatch:password@host:port")],
+    data_dir: Annotated[Path, typer.Option(help="spool root (per mine below it)")] =
+        Path("data"),
+    worker_id: Annotated[str | None, typer.Option(help="default: hostname-pid")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """An engine worker: evaluates its fair share of the mines, taking over a dead worker's."""
+    import asyncio
+
+    from minewatch.settings import Settings
+    from minewatch.worker import Worker, default_worker_id
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = Settings(database_url=database_url, broker_url=broker_url, data_dir=data_dir)
+    try:
+        w = Worker(worker_id or default_worker_id(), config, base)
+    except (ValueError, ConfigError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(w.run())
 
 
 @app.command()
