@@ -29,6 +29,7 @@ from typing import Any
 import aiomqtt
 
 from ingest.mqtt_payload import Parsed, PointInfo, Reject, parse_data
+from minewatch.broker import NODELAY
 from minewatch.readings import Batch
 
 log = logging.getLogger("minewatch.ingest.mqtt")
@@ -206,6 +207,7 @@ class MqttLink:
                 async with aiomqtt.Client(
                         self.host, self.port, username=self.username, password=self.password,
                         identifier=self.client_id, clean_session=False, keepalive=10,
+                        socket_options=NODELAY,
                         max_inflight_messages=200, max_queued_incoming_messages=100_000,
                         max_concurrent_outgoing_calls=1000) as client:
                     await client.subscribe(f"mw/{self.mine_id}/+/data", qos=1)

@@ -27,6 +27,9 @@ from pathlib import Path
 from minewatch.mine import Mine
 
 ENGINE_USER = "minewatch"
+# Every minewatch MQTT client disables Nagle: with QoS 1, small messages otherwise wait on
+# delayed ACKs (~40 ms a hop on Linux); the broker side has set_tcp_nodelay in its config.
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 CITY_USER = "city"
 
 

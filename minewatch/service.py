@@ -189,6 +189,9 @@ class Service:
             if self.broker is not None:
                 cfg = self.broker.config
                 gateways = ("127.0.0.1", cfg.port, cfg.credentials)
+            elif broker is not None and self.settings.broker_credentials is not None:
+                creds = json.loads(self.settings.broker_credentials.read_text())
+                gateways = (broker[0], broker[1], creds)
             self.ports = await self.sim.start(gateways)
         for sub in self.mine.substations:
             if sub.protocol != "modbus":
@@ -344,10 +347,15 @@ class Service:
                     changed.append((rec, "returned"))
                 if kind == "power_cut_limit":
                     self._journal("restore_permitted", point.id, {"value": value})
-        if cuts:
-            await asyncio.gather(*cuts)
+        # Cut first: the writes go on the wire (each task runs to its first wait) before the
+        # alarms are published, and publishing does not wait for the substation's reply.
+        tasks = [asyncio.create_task(c) for c in cuts]
+        if tasks:
+            await asyncio.sleep(0)
         for rec, transition in changed:
             self._alarm_changed(rec, transition)
+        if tasks:
+            await asyncio.gather(*tasks)
 
     def _message(self, point: Point, kind: str, value: float) -> str:
         sensor = self.limits.sensors[point.kind]

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     # substations of the (simulated) mine and the events feed.
     broker_url: str | None = None
     embedded_broker: bool = True  # postgresql://… ; None = embedded SQLite in data_dir
+    # With broker_url: a credentials.json as written by minewatch.broker.write_config
+    # (username → password); the simulated mine's MQTT gateways then use that broker.
+    broker_credentials: Path | None = None
     poll_ms: int | None = Field(None, ge=50)  # override every substation's poll period
     simulate: bool = True  # start the simulated substations of the mine configuration
     log_level: str = "INFO"

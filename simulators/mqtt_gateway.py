@@ -19,6 +19,7 @@ from collections import deque
 
 import aiomqtt
 
+from minewatch.broker import NODELAY
 from simulators.substation import SimulatedSubstation
 
 log = logging.getLogger("minewatch.simulator.mqtt")
@@ -103,6 +104,7 @@ class MqttGateway:
                 async with aiomqtt.Client(self.host, self.port, username=self.username,
                                           password=self.password, identifier=self.username,
                                           clean_session=False, keepalive=10,
+                                          socket_options=NODELAY,
                                           max_inflight_messages=100) as client:
                     self.connected = True
                     backoff = 0.2
