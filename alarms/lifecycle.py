@@ -19,8 +19,8 @@ from dataclasses import replace
 
 from minewatch.records import AlarmRecord
 
-SEVERITY = {"power_cut_limit": 1, "cut_unverified": 1, "over_limit": 2, "under_limit": 2,
-            "fault": 2, "stale": 2}
+SEVERITY = {"power_cut_limit": 1, "cut_unverified": 1, "spool_full": 1, "over_limit": 2,
+            "under_limit": 2, "fault": 2, "stale": 2}
 
 
 class AlarmError(ValueError):

@@ -439,7 +439,23 @@ class Service:
                 await self._handle_events(events.rows(), None)
             for cmd in self.power.check(now):
                 self._after_settle(cmd)
+            self._system_alarm(
+                "SPOOL", "spool_full", self.spool.full,
+                f"本地数据缓存已满: {self.spool.bytes / 1e6:.1f} MB 超过上限 "
+                f"{self.settings.spool_max_bytes / 1e6:.1f} MB，"
+                "请检查数据库连接（数据仍在写入缓存）")
             await asyncio.sleep(tick)
+
+    def _system_alarm(self, subject: str, kind: str, active: bool, message: str) -> None:
+        """Alarms about minewatch itself (not a sensor): raised and cleared on a condition."""
+        current = self.book.active(subject, kind)
+        if active and (current is None or not current.active):
+            self._alarm_changed(self.book.raise_(subject, kind, math.nan, time.time(), message),
+                                "raised")
+        elif not active and current is not None and current.active:
+            rec = self.book.clear(subject, kind, time.time())
+            if rec is not None:
+                self._alarm_changed(rec, "returned")
 
     async def _upkeep(self) -> None:
         """Rollup refresh every few seconds, retention hourly; a store outage only logs."""
