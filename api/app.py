@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator
@@ -97,7 +98,43 @@ async def health(request: Request) -> dict[str, Any]:
             "uptime_s": round(time.time() - c.started_at, 1),
             "readings": c.readings, "stored": c.stored, "duplicates": c.duplicates,
             "store_errors": c.store_errors, "open_alarms": len(s.book.open),
-            **s.store_health(), "substations": s.substations_json()}
+            **s.store_health(), "substations": s.substations_json(),
+            "mqtt": _mqtt_health(s), "broker": _broker_health(s),
+            "dead_letters": dict(s.dead_letter_counts)}
+
+
+def _mqtt_health(s: Service) -> dict[str, Any] | None:
+    if s.mqtt is None:
+        return None
+    return {**dataclasses.asdict(s.mqtt.stats), "connected": s.mqtt.connected}
+
+
+def _broker_health(s: Service) -> dict[str, Any] | None:
+    """The engine's broker: the embedded mosquitto (with its pid) or the configured one."""
+    if s.broker is not None:
+        proc = s.broker.proc
+        return {"embedded": True, "pid": proc.pid if proc is not None else None,
+                "host": "127.0.0.1", "port": s.broker.config.port}
+    if s.mqtt is not None:
+        return {"embedded": False, "pid": None, "host": s.mqtt.host, "port": s.mqtt.port}
+    return None
+
+
+@router.get("/dead-letters")
+async def dead_letters(
+        request: Request,
+        t_from: Annotated[str | None, Query(alias="from")] = None,
+        t_to: Annotated[str | None, Query(alias="to")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+    """Input refused at the border (MQTT data), newest first, with the reason and payload."""
+    s = svc(request)
+    lo, hi = _time("from", t_from), _time("to", t_to)
+    if lo is not None and hi is not None and lo >= hi:
+        raise HTTPException(422, "from must be earlier than to")
+    rows = await s.store.dead_letters(lo, hi, limit)
+    return {"counts": dict(s.dead_letter_counts),
+            "rows": [{"key": d.key, "at": iso(d.at), "source": d.source, "reason": d.reason,
+                      "detail": d.detail, "payload": d.payload} for d in rows]}
 
 
 @router.get("/mine")

@@ -55,6 +55,10 @@ class PgCluster:
         self.stop()
         self._start()
 
+    def start(self) -> None:
+        """Start the stopped cluster again (pg_ctl -w: returns once it accepts connections)."""
+        self._start()
+
     def _start(self) -> None:
         data = self.directory / "data"
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
