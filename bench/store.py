@@ -17,6 +17,13 @@ backend, …).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder is first on sys.path and bench/ingest.py would shadow the
+# project's ingest package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
 import argparse
 import asyncio
 import json
@@ -26,7 +33,6 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import psycopg

@@ -68,8 +68,10 @@ class PostgresStore:
         self.mine_id = mine_id
         self.retention = retention or Retention()
         self.mode = "unknown"
+        # A short acquire timeout: during a database outage the writer should fail fast,
+        # count the error and back off (the spool keeps everything), not hang for 30 s.
         self._pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                         kwargs={"autocommit": True})
+                                         timeout=5.0, kwargs={"autocommit": True})
         self._partitions: set[int] = set()
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -236,13 +236,14 @@ class Service:
         return "127.0.0.1", cfg.port, ENGINE_USER, cfg.password(ENGINE_USER)
 
     def _mqtt_points(self) -> dict[str, PointInfo]:
-        mqtt_subs = {s.id for s in self.mine.substations if s.protocol == "mqtt"}
+        """Every point of the mine: the parser refuses one sent by the wrong substation as
+        ``foreign_point`` (not merely unknown), and a Modbus substation's points are never
+        accepted over MQTT because no MQTT gateway owns their substation."""
         out = {}
         for p in self.points:
-            if p.substation in mqtt_subs:
-                sensor = self.limits.sensors[p.kind]
-                out[p.id] = PointInfo(self.slot_of[p.id], p.substation, sensor.unit,
-                                      sensor.range_lo, sensor.range_hi)
+            sensor = self.limits.sensors[p.kind]
+            out[p.id] = PointInfo(self.slot_of[p.id], p.substation, sensor.unit,
+                                  sensor.range_lo, sensor.range_hi)
         return out
 
     def _dead_letter(self, source: str, reject: Reject, payload: bytes) -> None:

@@ -15,7 +15,6 @@ import time
 from collections import Counter
 
 import aiomqtt
-import pytest
 from websockets.asyncio.client import connect
 
 from minewatch.broker import CITY_USER, gateway_user
@@ -128,15 +127,10 @@ async def _hostile(service: RunningService) -> None:
     by = {r["reason"]: r for r in rows}
     by_point = {json.loads(r["payload"])["point"]: r for r in rows
                 if r["reason"] not in ("json", "oversized", "topic")}
-    # 001A02 belongs to S01, a Modbus substation. The service's MQTT link knows only the
-    # points of MQTT substations, so today it is refused as unknown_point; foreign_point is
-    # the precise reason (see the strict xfail test below).
-    foreign = by_point["001A02"]["reason"]
-    assert foreign in ("foreign_point", "unknown_point")
-    expected = Counter({"json": 2, "oversized": 1, "topic": 1, "unknown_point": 1,
-                        "unit": 1, "timestamp": 1})
-    expected[foreign] += 1
-    expected = dict(expected)
+    # 001A02 belongs to S01 (a Modbus substation): another substation's point.
+    assert by_point["001A02"]["reason"] == "foreign_point"
+    expected = {"json": 2, "oversized": 1, "topic": 1, "unknown_point": 1, "foreign_point": 1,
+                "unit": 1, "timestamp": 1}
     assert dl["counts"] == expected
     assert Counter(r["reason"] for r in rows) == expected
     assert any("NaN" in r["detail"] for r in rows if r["reason"] == "json")
@@ -191,9 +185,6 @@ def test_hostile_gateway_input_is_dead_lettered_and_ingest_goes_on(service: Runn
     asyncio.run(_hostile(service))
 
 
-@pytest.mark.xfail(strict=True, reason="MqttLink gets only the MQTT substations' points "
-                   "(Service._mqtt_points), so another substation's Modbus point is "
-                   "reported as unknown_point")
 def test_point_of_a_modbus_substation_is_a_foreign_point(tmp_path):
     from ingest.mqtt_payload import parse_data
     from minewatch.service import Service
