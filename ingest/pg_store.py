@@ -28,7 +28,10 @@ from minewatch.store import (
     JournalRow,
     ReadingRow,
     Retention,
+    Where,
     WriteResult,
+    alarm_where,
+    command_where,
     journal_hash,
     normalise,
 )
@@ -194,33 +197,11 @@ class PostgresStore:
                  alarm.raised_at, alarm.drill, Jsonb(rec)))
 
     async def alarms(self, q: AlarmQuery) -> list[AlarmRecord]:
-        sql, args = "SELECT record FROM alarms WHERE mine_id = %s", [self.mine_id]
-        if q.state == "active":
-            sql += " AND state IN ('unack_active', 'ack_active')"
-        elif q.state == "open":
-            sql += " AND state <> 'cleared'"
-        elif q.state:
-            sql += " AND state = %s"
-            args.append(q.state)
-        if q.t_from is not None:
-            sql += " AND raised_at >= %s"
-            args.append(q.t_from)
-        if q.t_to is not None:
-            sql += " AND raised_at < %s"
-            args.append(q.t_to)
-        if q.kinds:
-            sql += " AND kind = ANY(%s)"
-            args.append(list(q.kinds))
-        if q.point_ids:
-            sql += " AND point_id = ANY(%s)"
-            args.append(list(q.point_ids))
-        if q.drill is not None:
-            sql += " AND drill = %s"
-            args.append(q.drill)
-        sql += " ORDER BY raised_at DESC, id DESC LIMIT %s"
-        args.append(q.limit)
+        w = alarm_where(q, Where("%s", "mine_id = %s", [self.mine_id]))
         async with self._pool.connection() as conn:
-            cur = await conn.execute(sql, args)
+            cur = await conn.execute(f"SELECT record FROM alarms WHERE {w.sql} "
+                                     "ORDER BY raised_at DESC, id DESC LIMIT %s",
+                                     [*w.args, q.limit])
             return [AlarmRecord.from_dict(r[0]) for r in await cur.fetchall()]
 
     async def save_command(self, command: CommandRecord) -> None:
@@ -233,26 +214,11 @@ class PostgresStore:
                  command.alarm_id, Jsonb(rec)))
 
     async def commands(self, q: CommandQuery) -> list[CommandRecord]:
-        sql, args = "SELECT record FROM commands WHERE mine_id = %s", [self.mine_id]
-        if q.t_from is not None:
-            sql += " AND issued_at >= %s"
-            args.append(q.t_from)
-        if q.t_to is not None:
-            sql += " AND issued_at < %s"
-            args.append(q.t_to)
-        if q.action:
-            sql += " AND action = %s"
-            args.append(q.action)
-        if q.targets:
-            sql += " AND target = ANY(%s)"
-            args.append(list(q.targets))
-        if q.alarm_ids:
-            sql += " AND alarm_id = ANY(%s)"
-            args.append(list(q.alarm_ids))
-        sql += " ORDER BY issued_at DESC, id DESC LIMIT %s"
-        args.append(q.limit)
+        w = command_where(q, Where("%s", "mine_id = %s", [self.mine_id]))
         async with self._pool.connection() as conn:
-            cur = await conn.execute(sql, args)
+            cur = await conn.execute(f"SELECT record FROM commands WHERE {w.sql} "
+                                     "ORDER BY issued_at DESC, id DESC LIMIT %s",
+                                     [*w.args, q.limit])
             return [CommandRecord.from_dict(r[0]) for r in await cur.fetchall()]
 
     # --- journal ---------------------------------------------------------------------------

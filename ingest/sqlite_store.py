@@ -26,7 +26,10 @@ from minewatch.store import (
     JournalRow,
     ReadingRow,
     Retention,
+    Where,
     WriteResult,
+    alarm_where,
+    command_where,
     journal_hash,
     normalise,
 )
@@ -87,7 +90,6 @@ CREATE TABLE IF NOT EXISTS journal_anchor (
 );
 """
 
-_ACTIVE = ("unack_active", "ack_active")
 
 
 def _in(column: str, values: tuple, args: list) -> str:
@@ -204,30 +206,10 @@ class SqliteStore:
         return await self._run(self._alarms, q)
 
     def _alarms(self, q: AlarmQuery) -> list[AlarmRecord]:
-        sql, args = "SELECT record FROM alarms WHERE 1=1", []
-        if q.state == "active":
-            sql += _in("state", _ACTIVE, args)
-        elif q.state == "open":
-            sql += " AND state != 'cleared'"
-        elif q.state:
-            sql += " AND state = ?"
-            args.append(q.state)
-        if q.t_from is not None:
-            sql += " AND raised_at >= ?"
-            args.append(q.t_from)
-        if q.t_to is not None:
-            sql += " AND raised_at < ?"
-            args.append(q.t_to)
-        if q.kinds:
-            sql += _in("kind", q.kinds, args)
-        if q.point_ids:
-            sql += _in("point_id", q.point_ids, args)
-        if q.drill is not None:
-            sql += " AND drill = ?"
-            args.append(int(q.drill))
-        sql += " ORDER BY raised_at DESC, id DESC LIMIT ?"
-        args.append(q.limit)
-        return [AlarmRecord.from_dict(json.loads(r[0])) for r in self.db.execute(sql, args)]
+        w = alarm_where(q, Where("?"))
+        rows = self.db.execute(f"SELECT record FROM alarms WHERE {w.sql} "
+                               "ORDER BY raised_at DESC, id DESC LIMIT ?", [*w.args, q.limit])
+        return [AlarmRecord.from_dict(json.loads(r[0])) for r in rows]
 
     async def save_command(self, command: CommandRecord) -> None:
         await self._run(self._save_command, command)
@@ -243,23 +225,10 @@ class SqliteStore:
         return await self._run(self._commands, q)
 
     def _commands(self, q: CommandQuery) -> list[CommandRecord]:
-        sql, args = "SELECT record FROM commands WHERE 1=1", []
-        if q.t_from is not None:
-            sql += " AND issued_at >= ?"
-            args.append(q.t_from)
-        if q.t_to is not None:
-            sql += " AND issued_at < ?"
-            args.append(q.t_to)
-        if q.action:
-            sql += " AND action = ?"
-            args.append(q.action)
-        if q.targets:
-            sql += _in("target", q.targets, args)
-        if q.alarm_ids:
-            sql += _in("alarm_id", q.alarm_ids, args)
-        sql += " ORDER BY issued_at DESC, id DESC LIMIT ?"
-        args.append(q.limit)
-        return [CommandRecord.from_dict(json.loads(r[0])) for r in self.db.execute(sql, args)]
+        w = command_where(q, Where("?"))
+        rows = self.db.execute(f"SELECT record FROM commands WHERE {w.sql} "
+                               "ORDER BY issued_at DESC, id DESC LIMIT ?", [*w.args, q.limit])
+        return [CommandRecord.from_dict(json.loads(r[0])) for r in rows]
 
     # --- journal ---------------------------------------------------------------------------
     async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],

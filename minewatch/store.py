@@ -131,6 +131,66 @@ def first_broken(rows: list[JournalRow], anchor: tuple[int, str] = (0, GENESIS_H
     return None
 
 
+class Where:
+    """A WHERE clause for either SQL dialect, so both backends filter records identically.
+
+    ``ph`` is the driver's placeholder ("?" for sqlite3, "%s" for psycopg); ``any_list``
+    renders "column IN (…)" for a tuple of values in that dialect.
+    """
+
+    def __init__(self, ph: str, base: str = "1=1", args: list[Any] | None = None) -> None:
+        self.ph = ph
+        self.sql = base
+        self.args: list[Any] = list(args or [])
+
+    def add(self, clause: str, *values: Any) -> None:
+        """``clause`` uses {} for each value's placeholder."""
+        self.sql += " AND " + clause.format(*([self.ph] * len(values)))
+        self.args.extend(values)
+
+    def isin(self, column: str, values: tuple) -> None:
+        if self.ph == "?":
+            self.sql += f" AND {column} IN ({','.join('?' * len(values))})"
+            self.args.extend(values)
+        else:
+            self.sql += f" AND {column} = ANY({self.ph})"
+            self.args.append(list(values))
+
+
+def alarm_where(q: AlarmQuery, w: Where) -> Where:
+    if q.state == "active":
+        w.isin("state", ("unack_active", "ack_active"))
+    elif q.state == "open":
+        w.add("state <> 'cleared'")
+    elif q.state:
+        w.add("state = {}", q.state)
+    if q.t_from is not None:
+        w.add("raised_at >= {}", q.t_from)
+    if q.t_to is not None:
+        w.add("raised_at < {}", q.t_to)
+    if q.kinds:
+        w.isin("kind", q.kinds)
+    if q.point_ids:
+        w.isin("point_id", q.point_ids)
+    if q.drill is not None:
+        w.add("drill = {}", q.drill)
+    return w
+
+
+def command_where(q: CommandQuery, w: Where) -> Where:
+    if q.t_from is not None:
+        w.add("issued_at >= {}", q.t_from)
+    if q.t_to is not None:
+        w.add("issued_at < {}", q.t_to)
+    if q.action:
+        w.add("action = {}", q.action)
+    if q.targets:
+        w.isin("target", q.targets)
+    if q.alarm_ids:
+        w.isin("alarm_id", q.alarm_ids)
+    return w
+
+
 class Store(Protocol):
     mode: str  # "sqlite", "postgres-native", "timescaledb", "timescaledb-apache"
 
