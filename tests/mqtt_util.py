@@ -135,3 +135,24 @@ async def await_true(predicate: Callable[[], Any], timeout: float, what: str,
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{what}: not within {timeout}s (last {last!r})")
+
+
+async def cut_alarm_over_ws(url: str, point: str, timeout: float = 3.0) -> dict:
+    """Connect to /ws/alarms, inject gas-overlimit on ``point``, return its cut alarm."""
+    from websockets.asyncio.client import connect
+
+    got = []
+    async with connect(url.replace("http", "ws") + "/ws/alarms") as ws:
+        snapshot = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert snapshot["type"] == "snapshot"
+        r = await apost(url, "/api/v1/sim/scenarios", {"scenario": "gas-overlimit",
+                                                        "point": point})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+            got.append(msg)
+            if msg["type"] == "alarm" and msg["alarm"]["kind"] == "power_cut_limit" \
+                    and msg["alarm"]["point_id"] == point:
+                return msg["alarm"]
+    raise AssertionError(f"no power_cut_limit alarm for {point} within {timeout}s: {got}")

@@ -15,12 +15,11 @@ import time
 from collections import Counter
 
 import aiomqtt
-from websockets.asyncio.client import connect
 
 from minewatch.broker import CITY_USER, gateway_user
 from minewatch.events import HEARTBEAT_S
 from tests.conftest import RunningService
-from tests.mqtt_util import Subscriber, aget, apost, await_true, embedded_broker
+from tests.mqtt_util import Subscriber, aget, apost, await_true, cut_alarm_over_ws, embedded_broker
 
 POINT = "004A01"  # trolley loading point methane: alarm = cut = restore = 0.5 %
 RELAY = "004C01"
@@ -28,27 +27,8 @@ FEED = "004D02"
 DATA_TOPIC = "mw/demo/S04/data"
 
 
-async def _cut_alarm_over_ws(url: str, point: str, timeout: float = 3.0) -> dict:
-    """Connect to /ws/alarms, inject gas-overlimit on ``point``, return its cut alarm."""
-    got = []
-    async with connect(url.replace("http", "ws") + "/ws/alarms") as ws:
-        snapshot = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        assert snapshot["type"] == "snapshot"
-        r = await apost(url, "/api/v1/sim/scenarios", {"scenario": "gas-overlimit",
-                                                        "point": point})
-        assert r.status_code == 200, r.text
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-            got.append(msg)
-            if msg["type"] == "alarm" and msg["alarm"]["kind"] == "power_cut_limit" \
-                    and msg["alarm"]["point_id"] == point:
-                return msg["alarm"]
-    raise AssertionError(f"no power_cut_limit alarm for {point} within {timeout}s: {got}")
-
-
 def test_mqtt_gateway_overlimit_cuts_relay_over_cmd_ack_and_restores(service: RunningService):
-    alarm = asyncio.run(_cut_alarm_over_ws(service.url, POINT))
+    alarm = asyncio.run(cut_alarm_over_ws(service.url, POINT))
     assert alarm["state"] == "unack_active" and alarm["value"] >= 0.5
     assert "瓦斯超限断电" in alarm["message"]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ from minewatch.mine import Mine
 from minewatch.pgcluster import start_cluster
 from minewatch.procs import ServiceProcess, free_port, start_service
 from minewatch.readings import parse_time
-from tests.mqtt_util import BrokerAccess, Subscriber, aget, apost, await_true
+from tests.mqtt_util import BrokerAccess, Subscriber, aget, apost, await_true, cut_alarm_over_ws
 
 POLL_S = 0.5  # the sample mine's poll period
 MAX_GAP_S = 2 * POLL_S + 0.1  # "no gap larger than ~2 poll periods"
@@ -194,24 +193,6 @@ def own_cluster():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def _cut_alarm_over_ws(url: str, point: str, timeout: float) -> dict:
-    from websockets.asyncio.client import connect
-
-    async with connect(url.replace("http", "ws") + "/ws/alarms") as ws:
-        snapshot = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        assert snapshot["type"] == "snapshot"
-        r = await apost(url, "/api/v1/sim/scenarios", {"scenario": "gas-overlimit",
-                                                        "point": point})
-        assert r.status_code == 200, r.text
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
-            if msg["type"] == "alarm" and msg["alarm"]["kind"] == "power_cut_limit" \
-                    and msg["alarm"]["point_id"] == point:
-                return msg["alarm"]
-    raise AssertionError(f"no power_cut_limit alarm for {point} within {timeout}s")
-
-
 async def _db_outage(svc: ServiceProcess, cluster) -> tuple[float, float, float, float, str]:
     url = svc.url
     h = await aget(url, "/api/v1/health")
@@ -222,7 +203,7 @@ async def _db_outage(svc: ServiceProcess, cluster) -> tuple[float, float, float,
     await asyncio.to_thread(cluster.stop)
     t_down = time.time()
     # Safety first: the over-limit alarms and cuts power while the database is down.
-    alarm = await _cut_alarm_over_ws(url, POINT, 3.0)
+    alarm = await cut_alarm_over_ws(url, POINT, 3.0)
 
     async def cut_and_dead() -> bool:
         relays = {r["relay"]: r for r in (await aget(url, "/api/v1/sim"))["relays"]}
