@@ -25,10 +25,27 @@ class AlarmRecord:
     acked_by: str | None = None
     drill: bool = False
     updated_at: float = 0.0
+    # ISA-18.2 annunciation controls, orthogonal to ``state`` (which keeps tracking the
+    # condition and the acknowledgement while the alarm is hidden). Defaults keep records stored
+    # before these fields existed loadable.
+    shelved: bool = False
+    shelved_by: str | None = None
+    shelved_at: float | None = None
+    shelved_until: float | None = None  # shelving is always time-limited
+    shelve_reason: str | None = None
+    out_of_service: bool = False  # its point is out of service (maintenance): recorded only
+    suppressed: bool = False  # suppressed by design while a root alarm is active
+    suppressed_by: str | None = None  # the root alarm's id
+    comments: list[dict] = field(default_factory=list)  # {"at", "user", "text"}, append-only
 
     @property
     def active(self) -> bool:
         return self.state in ("unack_active", "ack_active")
+
+    @property
+    def annunciated(self) -> bool:
+        """Shown and sounded to the operator: not shelved, out of service or suppressed."""
+        return not (self.shelved or self.out_of_service or self.suppressed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +57,57 @@ class AlarmRecord:
         rec = {k: v for k, v in d.items() if k in known}
         if rec.get("value") is None:
             rec["value"] = math.nan
+        for flag in ("shelved", "out_of_service", "suppressed"):
+            if rec.get(flag) is None:
+                rec.pop(flag, None)
+        rec["comments"] = [dict(c) for c in rec.get("comments") or []]
         return cls(**rec)
+
+
+@dataclass
+class Shelf:
+    """An operator's shelving of one alarm (point + kind): by whom, why, until when.
+
+    It outlives the record it was made on, so a chattering alarm that clears and raises again
+    stays shelved until the shelf expires or is taken off.
+    """
+
+    point_id: str
+    kind: str
+    by: str
+    reason: str
+    at: float
+    until: float
+    alarm_id: str | None = None  # the alarm it was made on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Shelf:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class OutOfService:
+    """A point taken out of service (e.g. maintenance): its alarms are recorded, not annunciated."""
+
+    point_id: str
+    by: str
+    reason: str
+    at: float
+    until: float | None = None  # planned end; None = until returned to service by hand
+    ended_at: float | None = None  # set on the entry returned by return_to_service
+    ended_by: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OutOfService:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
