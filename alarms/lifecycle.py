@@ -36,11 +36,12 @@ from typing import Any
 
 from minewatch.records import AlarmRecord, OutOfService, Shelf
 
-SEVERITY = {"power_cut_limit": 1, "cut_unverified": 1, "spool_full": 1, "over_limit": 2,
-            "under_limit": 2, "fault": 2, "stale": 2}
+SEVERITY = {"power_cut_limit": 1, "cut_unverified": 1, "spool_full": 1, "lockout": 1,
+            "over_limit": 2, "under_limit": 2, "fault": 2, "stale": 2}
 
-# Alarms that must always reach the operator: never shelved, masked or suppressed.
-SAFETY_CRITICAL = frozenset({"power_cut_limit", "cut_unverified"})
+# Alarms that must always reach the operator: never shelved, masked or suppressed. ``lockout``
+# is the per-relay interlock alarm (风电闭锁/甲烷电闭锁/故障闭锁, alarms/lockouts.py).
+SAFETY_CRITICAL = frozenset({"power_cut_limit", "cut_unverified", "lockout"})
 MAX_SHELVE_S = 8 * 3600.0  # one shift: shelving is always time-limited (ISA-18.2)
 MAX_COMMENT_CHARS = 2000
 
@@ -55,9 +56,26 @@ class AlarmError(ValueError):
     """An operator action that does not apply to the alarm (unknown id, wrong state)."""
 
 
+# Subclasses so the API can answer with the right status; all are AlarmError.
+class AlarmNotFound(AlarmError):
+    """No open alarm with that id (unknown or already cleared): HTTP 404."""
+
+
+class AlarmConflict(AlarmError):
+    """The alarm or point is not in a state the action applies to: HTTP 409."""
+
+
+class AlarmForbidden(AlarmError):
+    """The rules forbid the action (shelving a safety-critical alarm): HTTP 403."""
+
+
+class AlarmInvalid(AlarmError):
+    """The request lacks a user/reason/text or has a bad expiry: HTTP 422."""
+
+
 def _need(text: str | None, zh: str, en: str) -> str:
     if text is None or not str(text).strip():
-        raise AlarmError(f"{zh} / {en}")
+        raise AlarmInvalid(f"{zh} / {en}")
     return str(text).strip()
 
 
@@ -136,9 +154,9 @@ class AlarmBook:
     def ack(self, alarm_id: str, user: str, at: float) -> AlarmRecord:
         current = self.open.get(alarm_id)
         if current is None:
-            raise AlarmError(f"alarm {alarm_id} is not open (unknown or already cleared)")
+            raise AlarmNotFound(f"alarm {alarm_id} is not open (unknown or already cleared)")
         if current.state == "ack_active":
-            raise AlarmError(f"alarm {alarm_id} is already acknowledged")
+            raise AlarmConflict(f"alarm {alarm_id} is already acknowledged")
         state = "ack_active" if current.state == "unack_active" else "cleared"
         rec = replace(current, state=state, acked_at=at, acked_by=user, updated_at=at)
         self._keep(rec)
@@ -147,7 +165,7 @@ class AlarmBook:
     def _get_open(self, alarm_id: str) -> AlarmRecord:
         current = self.open.get(alarm_id)
         if current is None:
-            raise AlarmError(f"报警 {alarm_id} 不存在或已关闭 / "
+            raise AlarmNotFound(f"报警 {alarm_id} 不存在或已关闭 / "
                              f"alarm {alarm_id} is not open (unknown or already cleared)")
         return current
 
@@ -157,18 +175,18 @@ class AlarmBook:
         """Shelve an open alarm until ``until`` (its point + kind, also if it raises again)."""
         current = self._get_open(alarm_id)
         if current.kind in SAFETY_CRITICAL:
-            raise AlarmError(
-                f"安全关键报警不能搁置（{current.kind}: 甲烷断电/断电未确认报警必须始终显示） / "
+            raise AlarmForbidden(
+                f"安全关键报警不能搁置（{current.kind}: 断电/闭锁类报警必须始终显示） / "
                 f"safety-critical alarm {alarm_id} ({current.kind}) cannot be shelved")
         user = _need(user, "搁置须注明操作人", "shelving needs a user")
         reason = _need(reason, "搁置须注明原因", "shelving needs a reason")
         if not until > at:
-            raise AlarmError("搁置到期时间必须晚于当前时间 / shelve expiry must be in the future")
+            raise AlarmInvalid("搁置到期时间必须晚于当前时间 / shelve expiry must be in the future")
         if until - at > self.max_shelve_s:
-            raise AlarmError(f"搁置时间不能超过 {self.max_shelve_s / 3600:g} 小时 / "
+            raise AlarmInvalid(f"搁置时间不能超过 {self.max_shelve_s / 3600:g} 小时 / "
                              f"shelving is limited to {self.max_shelve_s / 3600:g} h")
         if current.shelved:
-            raise AlarmError(f"报警 {alarm_id} 已搁置 / alarm {alarm_id} is already shelved")
+            raise AlarmConflict(f"报警 {alarm_id} 已搁置 / alarm {alarm_id} is already shelved")
         shelf = Shelf(current.point_id, current.kind, user, reason, at, until, alarm_id)
         self.shelves[(current.point_id, current.kind)] = shelf
         rec = replace(current, shelved=True, shelved_by=user, shelved_at=at,
@@ -181,7 +199,7 @@ class AlarmBook:
         current = self._get_open(alarm_id)
         _need(user, "取消搁置须注明操作人", "unshelving needs a user")
         if not current.shelved:
-            raise AlarmError(f"报警 {alarm_id} 未搁置 / alarm {alarm_id} is not shelved")
+            raise AlarmConflict(f"报警 {alarm_id} 未搁置 / alarm {alarm_id} is not shelved")
         self.shelves.pop((current.point_id, current.kind), None)
         rec = self._unshelved(current, at)
         self._keep(rec)
@@ -197,7 +215,7 @@ class AlarmBook:
         _need(user, "取消搁置须注明操作人", "unshelving needs a user")
         shelf = self.shelves.pop((point_id, kind), None)
         if shelf is None:
-            raise AlarmError(f"{point_id} {kind} 未搁置 / {point_id} {kind} is not shelved")
+            raise AlarmConflict(f"{point_id} {kind} 未搁置 / {point_id} {kind} is not shelved")
         current = self.active(point_id, kind)
         if current is None or not current.shelved:
             return shelf, None
@@ -239,9 +257,10 @@ class AlarmBook:
         user = _need(user, "停用须注明操作人", "out of service needs a user")
         reason = _need(reason, "停用须注明原因", "out of service needs a reason")
         if point_id in self.out_of_service:
-            raise AlarmError(f"测点 {point_id} 已停用 / point {point_id} is already out of service")
+            raise AlarmConflict(
+                f"测点 {point_id} 已停用 / point {point_id} is already out of service")
         if until is not None and not until > at:
-            raise AlarmError("计划恢复时间必须晚于当前时间 / planned end must be in the future")
+            raise AlarmInvalid("计划恢复时间必须晚于当前时间 / planned end must be in the future")
         entry = OutOfService(point_id, user, reason, at, until)
         self.out_of_service[point_id] = entry
         changed = []
@@ -263,7 +282,7 @@ class AlarmBook:
         user = _need(user, "恢复须注明操作人", "return to service needs a user")
         entry = self.out_of_service.pop(point_id, None)
         if entry is None:
-            raise AlarmError(f"测点 {point_id} 未停用 / point {point_id} is not out of service")
+            raise AlarmConflict(f"测点 {point_id} 未停用 / point {point_id} is not out of service")
         changed = []
         for rec in self._records_of(point_id):
             if rec.out_of_service:
@@ -328,10 +347,36 @@ def add_comment(rec: AlarmRecord, user: str, text: str, at: float) -> Change:
     user = _need(user, "备注须注明操作人", "a comment needs a user")
     text = _need(text, "备注内容不能为空", "a comment needs text")
     if len(text) > MAX_COMMENT_CHARS:
-        raise AlarmError(f"备注不能超过 {MAX_COMMENT_CHARS} 字 / "
+        raise AlarmInvalid(f"备注不能超过 {MAX_COMMENT_CHARS} 字 / "
                          f"a comment is limited to {MAX_COMMENT_CHARS} characters")
     comments = [*rec.comments, {"at": at, "user": user, "text": text}]
     return replace(rec, comments=comments, updated_at=at), "commented"
+
+
+def screen_order(records: Iterable[AlarmRecord]) -> list[AlarmRecord]:
+    """Order for the alarm screen (e.g. during a flood): root alarms first.
+
+    Annunciated alarms by severity, unacknowledged before acknowledged, active before
+    returned, newest first; each is followed by the alarms it suppresses; hidden ones
+    (shelved, out of service, orphaned suppressed) come last.
+    """
+    recs = list(records)
+
+    def rank(r: AlarmRecord) -> tuple:
+        return (r.severity, r.state not in ("unack_active", "unack_rtn"), not r.active,
+                -r.raised_at, r.id)
+
+    children: dict[str, list[AlarmRecord]] = {}
+    for r in recs:
+        if r.suppressed and r.suppressed_by:
+            children.setdefault(r.suppressed_by, []).append(r)
+    out: list[AlarmRecord] = []
+    for r in sorted((r for r in recs if r.annunciated), key=rank):
+        out.append(r)
+        out += sorted(children.pop(r.id, []), key=rank)
+    placed = {r.id for r in out}
+    out += sorted((r for r in recs if r.id not in placed), key=rank)
+    return out
 
 
 # --- suppression by design ---------------------------------------------------------------------

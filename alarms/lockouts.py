@@ -291,6 +291,34 @@ def release(state: LockoutState, result: LockoutResult,
     return allowed, _edges(old, state.latched)
 
 
+LOCKOUT_EVENT = "lockout_changed"  # journal event of a relay's latched reasons changing
+
+
+def journal_entries(topo: LockoutTopology, edges: LockoutEdges, *,
+                    by: str = "engine") -> list[tuple[str, str, dict[str, Any]]]:
+    """(event, subject, data) rows to journal for lockout edges; ``by`` = user on release."""
+    out = []
+    for relay, old, new in edges.rows(topo):
+        out.append((LOCKOUT_EVENT, relay, {
+            "relay": relay, "old": old, "new": new, "by": by,
+            "locks": bit_names(new, LOCK_NAMES), "text": lock_text(new),
+            "change": "locked" if not old and new else "unlocked" if old and not new
+            else "reasons"}))
+    return out
+
+
+def latches_from_journal(topo: LockoutTopology, state: LockoutState,
+                         rows: Iterable[Any]) -> None:
+    """After a restart: each relay's latch is the ``new`` of its last journaled change, so a
+    fan or methane lockout still needs its manual restore (rows in journal order)."""
+    index = topo.relay_index
+    for row in rows:
+        get = row.get if isinstance(row, dict) else (lambda k, r=row: getattr(r, k, None))
+        data = get("data") or {}
+        if get("event") == LOCKOUT_EVENT and data.get("relay") in index:
+            state.latched[index[data["relay"]]] = np.uint8(int(data.get("new") or 0))
+
+
 def bit_names(bits: int, names: Mapping[int, str]) -> list[str]:
     return [name for bit, name in names.items() if int(bits) & bit]
 

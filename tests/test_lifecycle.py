@@ -315,3 +315,36 @@ def test_new_fields_survive_the_stores_json_round_trip(book):
     rec, _ = book.shelve(a.id, "王工", "检修", T + H, T)
     rec, _ = book.comment(rec.id, "王工", "备注", T + 1)
     assert AlarmRecord.from_dict(normalise(rec.to_dict())) == rec
+
+
+def test_error_classes_for_http_statuses(book):
+    from alarms.lifecycle import AlarmConflict, AlarmForbidden, AlarmInvalid, AlarmNotFound
+
+    with pytest.raises(AlarmNotFound):
+        book.ack("nope", "u", T)
+    a = book.raise_("001A01", "over_limit", 1.1, T, "m")
+    with pytest.raises(AlarmInvalid):
+        book.shelve(a.id, "u", "", T + H, T)
+    book.shelve(a.id, "u", "r", T + H, T)
+    with pytest.raises(AlarmConflict):
+        book.shelve(a.id, "u", "r", T + H, T)
+    lock = book.raise_("002C01", "lockout", math.nan, T, "风电闭锁")
+    assert lock.severity == 1
+    with pytest.raises(AlarmForbidden):
+        book.shelve(lock.id, "u", "r", T + H, T)
+    assert issubclass(AlarmForbidden, AlarmError)
+
+
+def test_screen_order_puts_roots_first(book, mine_places):
+    from alarms.lifecycle import screen_order
+
+    places, downwind = mine_places
+    fan = book.raise_("002D01", "under_limit", 0.0, T, "主局扇停")
+    wind = book.raise_("002A05", "under_limit", 0.1, T + 5, "风速低")
+    co = book.raise_("001A07", "over_limit", 30, T + 6, "CO")
+    cut = book.raise_("001A02", "power_cut_limit", 1.6, T + 1, "断电")
+    shelved = book.raise_("003A04", "over_limit", 30, T + 7, "CO")
+    book.shelve(shelved.id, "u", "r", T + H, T + 7)
+    book.update_suppression(places, downwind, T + 8)
+    order = [r.id for r in screen_order(book.open.values())]
+    assert order == [cut.id, co.id, fan.id, wind.id, shelved.id]

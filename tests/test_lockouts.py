@@ -318,3 +318,24 @@ def test_topology_rejects_bad_indices():
 def test_engine_bits_used_by_lockouts():
     # The lockouts read the engine's CUT and FAULT bits: guard against a layout change.
     assert int(CUT) == 2 and int(FAULT) == 8
+
+
+def test_journal_entries_and_latches_survive_a_restart():
+    from alarms.lockouts import LOCKOUT_EVENT, journal_entries, latches_from_journal
+
+    m = Mine2102()
+    m.feed({"002D01": 0.0})
+    rows = journal_entries(m.topo, m.result.edges)
+    assert rows[0] == (LOCKOUT_EVENT, "002C01", {
+        "relay": "002C01", "old": 0, "new": 1, "by": "engine", "locks": ["fan"],
+        "text": "风电闭锁", "change": "locked"})
+    m.feed({"002D01": 1.0})
+    _, edges = release(m.lock, m.result, [m.relay["002C02"]])
+    rows += journal_entries(m.topo, edges, by="王工")
+    assert rows[-1][2]["change"] == "unlocked" and rows[-1][2]["by"] == "王工"
+    # Restart: fresh state, the fan is running, yet 002C01 still awaits its manual restore.
+    fresh = new_lockout_state(m.topo)
+    latches_from_journal(m.topo, fresh, [{"event": e, "subject": s, "data": d}
+                                         for e, s, d in rows])
+    assert fresh.latched[m.relay["002C01"]] == LOCK_FAN
+    assert fresh.latched[m.relay["002C02"]] == 0
