@@ -97,19 +97,29 @@ class PowerCutWorkflow:
     async def cut(self, point: Point, alarm_id: str | None, value: float,
                   detected_perf: float | None) -> list[CommandRecord]:
         """Open every relay of the point's power-cut range that is not already open."""
-        reason = f"{point.name} 甲烷 {value:.2f}% 达到断电浓度"
-        todo = [r for r in self.mine.cut_relays(point) if not self.relay_cut.get(r.id)]
+        return await self.cut_relays(self.mine.cut_relays(point),
+                                     f"{point.name} 甲烷 {value:.2f}% 达到断电浓度",
+                                     alarm_id, detected_perf)
+
+    async def cut_relays(self, relays: list[Relay], reason: str, alarm_id: str | None,
+                         detected_perf: float | None) -> list[CommandRecord]:
+        """Open the given relays (those not already open); used for limits and lockouts."""
+        todo = [r for r in relays if not self.relay_cut.get(r.id)]
         if not todo:
             return []
         cmds = [self._new("cut", r, reason, "engine", alarm_id, detected_perf) for r in todo]
         return await self._execute(cmds, todo, True)
 
     async def restore(self, relay_id: str, user: str, reason: str,
-                      blocker: CutChecker) -> CommandRecord:
+                      blocker: CutChecker, relay_block: str | None = None) -> CommandRecord:
+        """Manual (or, after 故障闭锁, automatic) restore; ``relay_block`` is an interlock's
+        reason to refuse (风电闭锁: fan not running …)."""
         relay = self.mine.relay_by_id.get(relay_id)
         if relay is None:
             raise KeyError(relay_id)
         blocked = [msg for p in self.guards[relay_id] if (msg := blocker(p.id))]
+        if relay_block:
+            blocked.append(relay_block)
         if blocked:
             raise RestoreRefused("拒绝复电: " + "; ".join(blocked))
         cmd = self._new("restore", relay, reason or "人工复电", user, None, None)

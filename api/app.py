@@ -236,9 +236,12 @@ async def restore_relay(request: Request, relay_id: str, body: RestoreBody) -> d
     if not s.power.relay_cut[relay_id]:
         raise HTTPException(409, f"relay {relay_id} is not cut")
     try:
-        cmd = await s.power.restore(relay_id, body.user, body.reason, s.restore_blocker)
+        cmd = await s.power.restore(relay_id, body.user, body.reason, s.restore_blocker,
+                                    s.relay_block(relay_id))
     except RestoreRefused as exc:
         raise HTTPException(409, str(exc)) from exc
+    if cmd.result != "failed":
+        s.released(relay_id, body.user)
     return s.command_json(cmd)
 
 

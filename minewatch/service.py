@@ -35,6 +35,15 @@ from alarms.engine import (
     sweep_stale,
 )
 from alarms.lifecycle import AlarmBook
+from alarms.lockouts import (
+    block_text,
+    build_topology,
+    evaluate_lockouts,
+    journal_entries,
+    lock_text,
+    new_lockout_state,
+    release,
+)
 from alarms.workflows import PowerCutWorkflow
 from ingest.modbus import ModbusCollector
 from ingest.mqtt import MqttLink
@@ -158,6 +167,12 @@ class Service:
         self.broker: BrokerProcess | None = None
         self.mqtt: MqttLink | None = None
         self.dead_letter_counts: dict[str, int] = {}
+        # Interlocks (风电闭锁 / 甲烷电闭锁 / 故障闭锁), evaluated after every batch once armed:
+        # before the first readings every point is stale and would lock every relay.
+        self.locks_topo = build_topology(self.mine, self.slot_of, cut_limits=self.engine.cut)
+        self.locks = new_lockout_state(self.locks_topo)
+        self.lock_result = None
+        self._locks_armed = False
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -318,6 +333,8 @@ class Service:
         self.counters.readings += len(batch)
         if len(events):
             await self._handle_events(events.rows(), batch.received_perf)
+        if self._locks_armed:
+            await self._evaluate_locks(batch.received_perf)
         for cmd in self.power.check(time.time()):
             self._after_settle(cmd)
         try:
@@ -438,6 +455,8 @@ class Service:
             events = sweep_stale(self.engine, now)
             if len(events):
                 await self._handle_events(events.rows(), None)
+            self._locks_armed = True
+            await self._evaluate_locks(None)
             for cmd in self.power.check(now):
                 self._after_settle(cmd)
             self._system_alarm(
@@ -446,6 +465,68 @@ class Service:
                 f"{self.settings.spool_max_bytes / 1e6:.1f} MB，"
                 "请检查数据库连接（数据仍在写入缓存）")
             await asyncio.sleep(tick)
+
+    async def _evaluate_locks(self, detected_perf: float | None) -> None:
+        """Interlocks over the current engine state: a relay that becomes locked is cut at
+        once and raises a ``lockout`` alarm; a 故障闭锁 that clears restores by itself."""
+        e = self.engine
+        res = evaluate_lockouts(self.locks_topo, self.locks, e.value, e.quality, e.bits,
+                                e.restore)
+        self.lock_result = res
+        edges = res.edges
+        if not len(edges):
+            return
+        for event_name, subject, data in journal_entries(self.locks_topo, edges):
+            self._journal(event_name, subject, data)
+        now = time.time()
+        cuts = []
+        for r, old, new in zip(edges.relays, edges.old, edges.new, strict=True):
+            relay = self.mine.relay_by_id[self.locks_topo.relay_ids[int(r)]]
+            if new and not old:
+                rec = self.book.raise_(relay.id, "lockout", math.nan, now,
+                                       f"{lock_text(new)}: {relay.name} 已闭锁断电")
+                self._alarm_changed(rec, "raised")
+                cuts.append(self.power.cut_relays([relay], f"{lock_text(new)}", rec.id,
+                                                  detected_perf))
+            elif old and not new:
+                rec = self.book.clear(relay.id, "lockout", now)
+                if rec is not None:
+                    self._alarm_changed(rec, "returned")
+                if res.auto_unlock[int(r)] and self.power.relay_cut.get(relay.id):
+                    cuts.append(self._auto_restore(relay.id))
+        if cuts:
+            await asyncio.gather(*cuts, return_exceptions=True)
+
+    async def _auto_restore(self, relay_id: str) -> None:
+        """故障闭锁 unlocks automatically when the sensors are normal again (DOMAIN.md)."""
+        try:
+            await self.power.restore(relay_id, "engine", "故障闭锁解除，自动复电",
+                                     self.restore_blocker)
+        except Exception as exc:  # refused (methane still high …) or substation down
+            log.info("automatic restore of %s not done: %s", relay_id, exc)
+
+    def relay_block(self, relay_id: str) -> str | None:
+        """An interlock's reason to refuse energising ``relay_id`` now, or None."""
+        res = self.lock_result
+        if res is None:
+            return None
+        i = self.locks_topo.relay_index.get(relay_id)
+        if i is None or res.restore_allowed[i]:
+            return None
+        return block_text(int(res.restore_block[i]))
+
+    def released(self, relay_id: str, user: str) -> None:
+        """A manual restore went out: clear the relay's interlock latch (journaled)."""
+        i = self.locks_topo.relay_index.get(relay_id)
+        if i is None or self.lock_result is None:
+            return
+        _, edges = release(self.locks, self.lock_result, [i])
+        for event_name, subject, data in journal_entries(self.locks_topo, edges, by=user):
+            self._journal(event_name, subject, data)
+        if len(edges):
+            rec = self.book.clear(relay_id, "lockout", time.time())
+            if rec is not None:
+                self._alarm_changed(rec, "returned")
 
     def _system_alarm(self, subject: str, kind: str, active: bool, message: str) -> None:
         """Alarms about minewatch itself (not a sensor): raised and cleared on a condition."""
