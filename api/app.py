@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
+from api.lifecycle import router as lifecycle_router
 from api.regulators import router as regulators_router
 from dashboard import STATIC_DIR
 from minewatch.readings import Quality, iso, parse_time
@@ -314,6 +315,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app.state.service = service
     app.include_router(router)
     app.include_router(regulators_router)
+    app.include_router(lifecycle_router)
 
     @app.websocket("/ws/live")
     async def ws_live(ws: WebSocket) -> None:

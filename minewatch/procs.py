@@ -41,6 +41,9 @@ class ServiceProcess:
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.post(self.url + path, timeout=10, **kw)
 
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.delete(self.url + path, timeout=10, **kw)
+
     def inject(self, scenario: str, point: str, **kw: Any) -> dict:
         r = self.post("/api/v1/sim/scenarios", json={"scenario": scenario, "point": point, **kw})
         if r.status_code != 200:

@@ -617,8 +617,14 @@ class Service:
 
     def alarm_json(self, rec: AlarmRecord) -> dict[str, Any]:
         d = rec.to_dict()
-        for k in ("raised_at", "cleared_at", "acked_at", "updated_at"):
-            d[k] = iso(d[k])
+        for k in ("raised_at", "cleared_at", "acked_at", "updated_at", "shelved_at",
+                  "shelved_until"):
+            if k in d:
+                d[k] = iso(d[k])
+        for c in d.get("comments") or []:
+            if isinstance(c, dict) and isinstance(c.get("at"), float | int):
+                c["at"] = iso(c["at"])
+        d["annunciated"] = rec.annunciated
         if not math.isfinite(d["value"]):
             d["value"] = None
         point = self.mine.point_by_id.get(rec.point_id)
