@@ -4,7 +4,8 @@
 const STATE_LABEL = { normal: "正常", alarm: "报警", cut: "断电", fault: "故障", stale: "无数据",
   calibrating: "标校" };
 const KIND_LABEL = { over_limit: "超限", power_cut_limit: "断电", under_limit: "低限",
-  fault: "故障", stale: "通讯中断", cut_unverified: "馈电异常" };
+  fault: "故障", stale: "通讯中断", cut_unverified: "馈电异常", lockout: "闭锁",
+  spool_full: "缓存满", trend: "趋势预警", suspect: "数据异常" };
 const ALARM_STATE = { unack_active: "未确认", ack_active: "已确认", unack_rtn: "已恢复未确认",
   cleared: "已消除" };
 const points = new Map();   // id -> {meta, row}
