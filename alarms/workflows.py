@@ -48,6 +48,7 @@ class PowerCutWorkflow:
         self.verify_window = verify_window
         self.relay_cut: dict[str, bool] = {r.id: False for r in mine.relays}
         self.pending: dict[str, Pending] = {}
+        self._cutting: set[str] = set()
         self._seq = itertools.count(1)
         self._prefix = f"{int(time.time() * 1000):x}"
         # Methane points whose power-cut range covers each relay: they gate its restore.
@@ -104,11 +105,17 @@ class PowerCutWorkflow:
     async def cut_relays(self, relays: list[Relay], reason: str, alarm_id: str | None,
                          detected_perf: float | None) -> list[CommandRecord]:
         """Open the given relays (those not already open); used for limits and lockouts."""
-        todo = [r for r in relays if not self.relay_cut.get(r.id)]
+        # A relay whose cut is already on the wire is not cut twice (a lockout evaluated
+        # while the methane cut's write is in flight).
+        todo = [r for r in relays if not self.relay_cut.get(r.id) and r.id not in self._cutting]
         if not todo:
             return []
         cmds = [self._new("cut", r, reason, "engine", alarm_id, detected_perf) for r in todo]
-        return await self._execute(cmds, todo, True)
+        self._cutting.update(r.id for r in todo)
+        try:
+            return await self._execute(cmds, todo, True)
+        finally:
+            self._cutting.difference_update(r.id for r in todo)
 
     async def restore(self, relay_id: str, user: str, reason: str,
                       blocker: CutChecker, relay_block: str | None = None) -> CommandRecord:

@@ -36,6 +36,8 @@ from alarms.engine import (
 )
 from alarms.lifecycle import AlarmBook
 from alarms.lockouts import (
+    LOCK_FAN,
+    LOCK_FAULT,
     block_text,
     build_topology,
     evaluate_lockouts,
@@ -64,6 +66,7 @@ from simulators.mine import SimulatedMine
 log = logging.getLogger("minewatch.service")
 
 KIND_BIT = {k: np.uint8(1 << i) for i, k in enumerate(ALARM_KINDS)}
+ALARMING_LOCKS = int(LOCK_FAN | LOCK_FAULT)
 
 
 @dataclass
@@ -482,18 +485,21 @@ class Service:
         cuts = []
         for r, old, new in zip(edges.relays, edges.old, edges.new, strict=True):
             relay = self.mine.relay_by_id[self.locks_topo.relay_ids[int(r)]]
-            if new and not old:
+            # 甲烷电闭锁 only holds the relay off (its cut and alarm come from the methane
+            # limit itself); 风电闭锁 and 故障闭锁 cut and raise a lockout alarm of their own.
+            was, now_locked = int(old) & ALARMING_LOCKS, int(new) & ALARMING_LOCKS
+            if now_locked and not was:
                 rec = self.book.raise_(relay.id, "lockout", math.nan, now,
-                                       f"{lock_text(new)}: {relay.name} 已闭锁断电")
+                                       f"{lock_text(now_locked)}: {relay.name} 已闭锁断电")
                 self._alarm_changed(rec, "raised")
-                cuts.append(self.power.cut_relays([relay], f"{lock_text(new)}", rec.id,
+                cuts.append(self.power.cut_relays([relay], lock_text(now_locked), rec.id,
                                                   detected_perf))
-            elif old and not new:
+            elif was and not now_locked:
                 rec = self.book.clear(relay.id, "lockout", now)
                 if rec is not None:
                     self._alarm_changed(rec, "returned")
-                if res.auto_unlock[int(r)] and self.power.relay_cut.get(relay.id):
-                    cuts.append(self._auto_restore(relay.id))
+            if res.auto_unlock[int(r)] and self.power.relay_cut.get(relay.id):
+                cuts.append(self._auto_restore(relay.id))
         if cuts:
             await asyncio.gather(*cuts, return_exceptions=True)
 
