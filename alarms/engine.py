@@ -121,37 +121,50 @@ def _concat(parts: list[Events]) -> Events:
     return Events(*(np.concatenate([getattr(p, f) for p in parts]) for f in Events.__slots__))
 
 
+def _index(slots: np.ndarray) -> slice | np.ndarray:
+    """A slice when the slots are one contiguous ascending run (a whole substation's poll):
+    slicing reads and writes the state arrays in place, ~2x cheaper than fancy indexing."""
+    k = slots.shape[0]
+    if k and int(slots[-1]) - int(slots[0]) == k - 1 and (
+            k == 1 or bool((slots[1:] > slots[:-1]).all())):
+        return slice(int(slots[0]), int(slots[-1]) + 1)
+    return slots
+
+
 def _evaluate_unique(state: EngineState, slots, ts, values, quality, received_at) -> Events:
     """One round where every slot appears at most once."""
-    fresh = ts > state.ts[slots]
+    idx = _index(slots)
+    fresh = ts > state.ts[idx]
     if not fresh.all():
         slots, ts, values, quality = slots[fresh], ts[fresh], values[fresh], quality[fresh]
+        idx = _index(slots)
     if slots.size == 0:
         return _empty_events()
 
-    old = state.bits[slots]
+    old = state.bits[idx].copy()
     finite = np.isfinite(values)
     judged = ((quality == _OK) | (quality == _OOR)) & finite
     v = np.where(finite, values, 0.0)
 
-    hi, lo, db = state.alarm_hi[slots], state.alarm_lo[slots], state.deadband[slots]
-    cut, restore = state.cut[slots], state.restore[slots]
-    over = np.where(old & OVER, v >= hi - db, v >= hi)
-    under = np.where(old & UNDER, v < lo + db, v < lo)
-    cutting = np.where(old & CUT, ~(v < restore), v >= cut)
+    hi, lo, db = state.alarm_hi[idx], state.alarm_lo[idx], state.deadband[idx]
+    cut, restore = state.cut[idx], state.restore[idx]
+    o_over, o_under, o_cut = (old & OVER) != 0, (old & UNDER) != 0, (old & CUT) != 0
+    over = (o_over & (v >= hi - db)) | (~o_over & (v >= hi))
+    under = (o_under & (v < lo + db)) | (~o_under & (v < lo))
+    cutting = (o_cut & ~(v < restore)) | (~o_cut & (v >= cut))
     limit_bits = (over * OVER) | (under * UNDER) | (cutting * CUT)
-    limit_bits = np.where(judged, limit_bits, old & LIMIT_BITS).astype(np.uint8)
+    limit_bits = ((limit_bits * judged) | ((old & LIMIT_BITS) * ~judged)).astype(np.uint8)
 
     faulty = (quality == _FAULT) | (quality == _OOR) | ((quality == _OK) & ~finite)
     stale = quality == _STALE
     new = (limit_bits | (faulty * FAULT) | (stale * STALE)).astype(np.uint8)
 
-    state.bits[slots] = new
-    state.ts[slots] = ts
-    state.value[slots] = values
-    state.quality[slots] = quality
+    state.bits[idx] = new
+    state.ts[idx] = ts
+    state.value[idx] = values
+    state.quality[idx] = quality
     if received_at is not None:
-        state.seen[slots] = received_at
+        state.seen[idx] = received_at
     return _edges(slots, old, new, values, ts)
 
 
@@ -171,6 +184,8 @@ def evaluate(state: EngineState, slots, ts, values, quality,
         return _empty_events()
     if slots.min() < 0 or slots.max() >= state.size:
         raise IndexError("slot out of range")
+    if n < 2 or bool((slots[1:] > slots[:-1]).all()):
+        return _evaluate_unique(state, slots, ts, values, quality, received_at)
     positions = np.arange(n)
     state._stamp[slots] = positions
     if (state._stamp[slots] == positions).all():

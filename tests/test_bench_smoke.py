@@ -14,6 +14,8 @@ from tests.conftest import ROOT
 BENCHES = {
     "latency.py": ["cut_p50_ms", "cut_p99_ms", "ws_p50_ms", "ws_p99_ms", "processing_p99_ms",
                    "poll_period_ms"],
+    "engine.py": ["ms_per_batch_1k", "ms_per_batch_10k", "ms_per_batch_100k",
+                  "speedup_vs_reference"],
     "ingest.py": ["readings_per_s_1w", "readings_per_s_2w", "readings_per_s_4w",
                   "alarm_p99_ms"],
     "store.py": ["embedded_rows_per_s", "postgres_rows_per_s", "embedded_history_p99_ms",
