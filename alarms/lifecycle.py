@@ -36,7 +36,7 @@ from typing import Any
 
 from minewatch.records import AlarmRecord, OutOfService, Shelf
 
-SEVERITY = {"power_cut_limit": 1, "cut_unverified": 1, "spool_full": 1, "lockout": 1,
+SEVERITY = {"trend": 3, "power_cut_limit": 1, "cut_unverified": 1, "spool_full": 1, "lockout": 1,
             "over_limit": 2, "under_limit": 2, "fault": 2, "stale": 2}
 
 # Alarms that must always reach the operator: never shelved, masked or suppressed. ``lockout``

@@ -46,6 +46,16 @@ from alarms.lockouts import (
     new_lockout_state,
     release,
 )
+from alarms.trend import (
+    evaluate_trend,
+    forecast_text,
+    judged,
+    new_window,
+    push,
+    trend_figures,
+    trend_message,
+    trend_state_for,
+)
 from alarms.workflows import PowerCutWorkflow
 from ingest.modbus import ModbusCollector
 from ingest.mqtt import MqttLink
@@ -176,6 +186,10 @@ class Service:
         self.locks = new_lockout_state(self.locks_topo)
         self.lock_result = None
         self._locks_armed = False
+        # Trend early warning (趋势预警): a ring buffer of recent samples per point, the
+        # least-squares rate of rise and the time to the alarm limit.
+        self.window = new_window(len(self.points))
+        self.trend = trend_state_for([p.kind for p in self.points], self.engine.alarm_hi)
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -194,6 +208,8 @@ class Service:
             slot = self.slot_of.get(rec.point_id)
             if slot is not None and rec.active and rec.kind in KIND_BIT:
                 self.engine.bits[slot] |= KIND_BIT[rec.kind]
+            elif slot is not None and rec.active and rec.kind == "trend":
+                self.trend.active[slot] = True
         self.power.restore_state(await self.store.commands(CommandQuery(limit=10_000)))
         broker = self._start_broker()
         if broker is not None:
@@ -338,6 +354,7 @@ class Service:
             await self._handle_events(events.rows(), batch.received_perf)
         if self._locks_armed:
             await self._evaluate_locks(batch.received_perf)
+        self._evaluate_trend(batch)
         for cmd in self.power.check(time.time()):
             self._after_settle(cmd)
         try:
@@ -468,6 +485,31 @@ class Service:
                 f"{self.settings.spool_max_bytes / 1e6:.1f} MB，"
                 "请检查数据库连接（数据仍在写入缓存）")
             await asyncio.sleep(tick)
+
+    def _evaluate_trend(self, batch: Batch) -> None:
+        """After the cuts are out: push the batch into the windows, raise/clear ``trend``."""
+        push(self.window, batch.slots, batch.ts, batch.values,
+             judged(batch.values, batch.quality))
+        events = evaluate_trend(self.trend, self.window, batch.slots)
+        for slot, raised, value, ts, slope, fc in events.rows():
+            point = self.points[slot]
+            if raised:
+                sensor = self.limits.sensors[point.kind]
+                msg = "趋势预警: " + trend_message(point.name, slope, fc,
+                                                  float(self.trend.limit[slot]), sensor.unit)
+                self._alarm_changed(self.book.raise_(point.id, "trend", value, ts, msg),
+                                    "raised")
+            elif (rec := self.book.clear(point.id, "trend", ts)) is not None:
+                self._alarm_changed(rec, "returned")
+
+    def trend_json(self, slot: int) -> dict[str, Any]:
+        slope, fc = trend_figures(self.trend, self.window, np.array([slot]))
+        s, f = float(slope[0]), float(fc[0])
+        unit = self.limits.sensors[self.points[slot].kind].unit
+        return {"slope_per_min": s if math.isfinite(s) else None,
+                "forecast_s": f if math.isfinite(f) else None,
+                "forecast_text": forecast_text(f, float(self.trend.limit[slot]), unit),
+                "active": bool(self.trend.active[slot])}
 
     async def _evaluate_locks(self, detected_perf: float | None) -> None:
         """Interlocks over the current engine state: a relay that becomes locked is cut at
@@ -619,7 +661,8 @@ class Service:
                 "roadway": p.roadway, "at": p.at,
                 "limits": {"alarm_hi": num(lim.alarm_hi), "alarm_lo": num(lim.alarm_lo),
                            "cut": num(lim.cut), "restore": num(lim.restore)},
-                "relays": [r.id for r in self.mine.cut_relays(p)] if p.kind == "ch4" else []}
+                "relays": [r.id for r in self.mine.cut_relays(p)] if p.kind == "ch4" else [],
+                "trend": self.trend_json(slot)}
 
     def alarm_json(self, rec: AlarmRecord) -> dict[str, Any]:
         d = rec.to_dict()
