@@ -54,6 +54,14 @@ def _time(name: str, text: str | None) -> float | None:
     return t
 
 
+def _optional_range(t_from: str | None, t_to: str | None) -> tuple[float | None, float | None]:
+    """Open-ended bounds (either may be absent), checked for order."""
+    lo, hi = _time("from", t_from), _time("to", t_to)
+    if lo is not None and hi is not None and lo >= hi:
+        raise HTTPException(422, "from must be earlier than to")
+    return lo, hi
+
+
 def _range(t_from: str | None, t_to: str | None, default_span: float) -> tuple[float, float]:
     hi = _time("to", t_to)
     lo = _time("from", t_from)
@@ -129,9 +137,7 @@ async def dead_letters(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
     """Input refused at the border (MQTT data), newest first, with the reason and payload."""
     s = svc(request)
-    lo, hi = _time("from", t_from), _time("to", t_to)
-    if lo is not None and hi is not None and lo >= hi:
-        raise HTTPException(422, "from must be earlier than to")
+    lo, hi = _optional_range(t_from, t_to)
     rows = await s.store.dead_letters(lo, hi, limit)
     return {"counts": dict(s.dead_letter_counts),
             "rows": [{"key": d.key, "at": iso(d.at), "source": d.source, "reason": d.reason,
@@ -189,9 +195,7 @@ async def alarms(
         t_to: Annotated[str | None, Query(alias="to")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[dict[str, Any]]:
     s = svc(request)
-    lo, hi = _time("from", t_from), _time("to", t_to)
-    if lo is not None and hi is not None and lo >= hi:
-        raise HTTPException(422, "from must be earlier than to")
+    lo, hi = _optional_range(t_from, t_to)
     if state in ("open", "active", "unack_active", "ack_active", "unack_rtn") and \
             lo is None and hi is None:
         recs = [r for r in s.book.open.values()
@@ -222,9 +226,7 @@ async def commands(
         t_to: Annotated[str | None, Query(alias="to")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[dict[str, Any]]:
     s = svc(request)
-    lo, hi = _time("from", t_from), _time("to", t_to)
-    if lo is not None and hi is not None and lo >= hi:
-        raise HTTPException(422, "from must be earlier than to")
+    lo, hi = _optional_range(t_from, t_to)
     return [s.command_json(c) for c in await s.store.commands(
         CommandQuery(t_from=lo, t_to=hi, limit=limit))]
 

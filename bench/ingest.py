@@ -42,6 +42,7 @@ from minewatch.broker import (
     write_config,
 )
 from minewatch.mine import Mine
+from minewatch.pgcluster import database_url
 from minewatch.procs import ROOT, free_port
 
 PROBE = "probe"
@@ -240,23 +241,13 @@ def _mine(tmp: Path, mine_id: str) -> Mine:
 
 async def main_async(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="minewatch-bench-"))
-    cluster = None
     try:
-        admin = os.environ.get("MINEWATCH_DATABASE_URL")
-        if not admin:
-            from minewatch.pgcluster import start_cluster
-
-            cluster = start_cluster(Path(tempfile.mkdtemp(prefix="minewatch-pg-")),
-                                    free_port(), durable=True)
-            admin = cluster.url
-        res = {"baseline_publish_readings_per_s": await baseline(args, tmp)}
-        for w in args.workers:
-            res[w] = await run_config(w, args, tmp, admin)
-        return res
+        with database_url(durable=True) as admin:
+            res = {"baseline_publish_readings_per_s": await baseline(args, tmp)}
+            for w in args.workers:
+                res[w] = await run_config(w, args, tmp, admin)
+            return res
     finally:
-        if cluster is not None:
-            cluster.stop()
-            shutil.rmtree(cluster.directory, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

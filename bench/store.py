@@ -39,6 +39,7 @@ import psycopg
 
 from ingest.pg_store import PostgresStore
 from ingest.sqlite_store import SqliteStore
+from minewatch.pgcluster import database_url
 from minewatch.store import HistoryQuery
 
 T0 = 1_780_000_000.0  # 2026-05-28, far from "now": retention does not run here
@@ -163,42 +164,34 @@ async def run_backend(name: str, make, args, rows, sample, baseline) -> dict:
 
 async def main_async(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="minewatch-bench-"))
-    cluster = None
     try:
-        admin = os.environ.get("MINEWATCH_DATABASE_URL")
-        if not admin:
-            from minewatch.pgcluster import start_cluster
-            from minewatch.procs import free_port
-
-            # Its own top-level temp dir: the server runs as postgres and must reach it.
-            pg_dir = Path(tempfile.mkdtemp(prefix="minewatch-pg-"))
-            cluster = start_cluster(pg_dir, free_port(), durable=True)
-            admin = cluster.url
-        dbs = {}
-        async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
-            for role in ("write", "baseline", "history"):
-                name = f"mw_bench_{role}_{os.getpid()}"
-                await conn.execute(f"DROP DATABASE IF EXISTS {name}")
-                await conn.execute(f"CREATE DATABASE {name}")
-                dbs[role] = admin.rsplit("/", 1)[0] + "/" + name
-        rows = rows_for(args.rows, 100, T0)
-        sample = rows[: max(10_000, args.rows // 20)]
-        sample = [(p, ts + 10 * 86400, *rest) for p, ts, *rest in sample]
-        emb = await run_backend(
-            "embedded", lambda role: SqliteStore(tmp / f"{role}.sqlite"), args, rows, sample,
-            lambda s: asyncio.to_thread(sqlite_baseline, tmp / "baseline.sqlite", s))
-        pg = await run_backend(
-            "postgres", lambda role: PostgresStore(dbs[role], "demo"), args, rows, sample,
-            lambda s: pg_baseline(dbs["baseline"], s))
-        async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
-            for url in dbs.values():
-                await conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
-        return {"embedded": emb, "postgres": pg}
+        with database_url(durable=True) as admin:
+            return await _run(args, tmp, admin)
     finally:
-        if cluster is not None:
-            cluster.stop()
-            shutil.rmtree(cluster.directory, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _run(args, tmp: Path, admin: str) -> dict:
+    dbs = {}
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        for role in ("write", "baseline", "history"):
+            name = f"mw_bench_{role}_{os.getpid()}"
+            await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            await conn.execute(f"CREATE DATABASE {name}")
+            dbs[role] = admin.rsplit("/", 1)[0] + "/" + name
+    rows = rows_for(args.rows, 100, T0)
+    sample = rows[: max(10_000, args.rows // 20)]
+    sample = [(p, ts + 10 * 86400, *rest) for p, ts, *rest in sample]
+    emb = await run_backend(
+        "embedded", lambda role: SqliteStore(tmp / f"{role}.sqlite"), args, rows, sample,
+        lambda s: asyncio.to_thread(sqlite_baseline, tmp / "baseline.sqlite", s))
+    pg = await run_backend(
+        "postgres", lambda role: PostgresStore(dbs[role], "demo"), args, rows, sample,
+        lambda s: pg_baseline(dbs["baseline"], s))
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        for url in dbs.values():
+            await conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
+    return {"embedded": emb, "postgres": pg}
 
 
 def main() -> None:

@@ -11,7 +11,10 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +107,24 @@ def start_cluster(directory: Path, port: int, *, durable: bool = False) -> PgClu
             return cluster
         time.sleep(0.2)
     raise RuntimeError("PostgreSQL did not become ready")
+
+
+@contextmanager
+def database_url(env: str = "MINEWATCH_DATABASE_URL", *, durable: bool = False
+                 ) -> Iterator[str]:
+    """The server named by ``$env``, else a throwaway cluster for the duration (stopped and
+    removed after). Its own top-level temp dir: the server runs as postgres and must reach it.
+    """
+    url = os.environ.get(env)
+    if url:
+        yield url
+        return
+    from minewatch.procs import free_port
+
+    directory = Path(tempfile.mkdtemp(prefix="minewatch-pg-"))
+    cluster = start_cluster(directory, free_port(), durable=durable)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -45,26 +45,10 @@ def shared_service(tmp_path_factory) -> Iterator[ServiceProcess]:
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
-    import os
+    from minewatch.pgcluster import database_url
 
-    url = os.environ.get("MINEWATCH_TEST_DATABASE_URL")
-    if url:
+    with database_url("MINEWATCH_TEST_DATABASE_URL") as url:
         yield url
-        return
-    import shutil
-    import tempfile
-
-    from minewatch.pgcluster import start_cluster
-    from minewatch.procs import free_port
-
-    # Not under pytest's tmp dir: that is private to root, and the server runs as postgres.
-    directory = Path(tempfile.mkdtemp(prefix="minewatch-pg-"))
-    cluster = start_cluster(directory, free_port())
-    try:
-        yield cluster.url
-    finally:
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
