@@ -552,8 +552,13 @@ def _evaluate_trend(state: TrendState, win: Window, idx) -> TrendEvents:
     value = win.last_value[ids]
     fc = _forecast(value, sl, state.limit[ids])
     old = state.active[ids]
-    raise_ = (sl >= state.rate[ids]) & (fc <= state.horizon[ids])
-    hold = (sl >= state.rate_hold[ids]) & (fc <= state.horizon_hold[ids])
+    # Still rising now: the newest value is not below the window's mean. After a drop the
+    # least-squares slope over the window can stay positive for a while (the high samples
+    # are recent), but that is a fall, not a trend towards the limit.
+    sw = win.sums[:, ids]
+    rising = value * sw[S_N] >= sw[S_V]
+    raise_ = (sl >= state.rate[ids]) & (fc <= state.horizon[ids]) & rising
+    hold = (sl >= state.rate_hold[ids]) & (fc <= state.horizon_hold[ids]) & rising
     new = (old & hold) | (~old & raise_)
     state.active[ids] = new
     changed = np.flatnonzero(old != new)

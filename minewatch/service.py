@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +47,7 @@ from alarms.lockouts import (
     release,
 )
 from alarms.trend import (
+    DEFAULT_TREND,
     evaluate_trend,
     forecast_text,
     judged,
@@ -77,6 +78,7 @@ log = logging.getLogger("minewatch.service")
 
 KIND_BIT = {k: np.uint8(1 << i) for i, k in enumerate(ALARM_KINDS)}
 ALARMING_LOCKS = int(LOCK_FAN | LOCK_FAULT)
+TREND_MIN_SAMPLES = 40
 
 
 @dataclass
@@ -189,7 +191,12 @@ class Service:
         # Trend early warning (趋势预警): a ring buffer of recent samples per point, the
         # least-squares rate of rise and the time to the alarm limit.
         self.window = new_window(len(self.points))
-        self.trend = trend_state_for([p.kind for p in self.points], self.engine.alarm_hi)
+        # 40 samples (20 s at the sample mine's poll) before a slope counts: with fewer, the
+        # sensors' ±0.01 % noise reads as ±0.15 %/min and raises false early warnings. (?)
+        trend_table = {k: replace(v, min_samples=TREND_MIN_SAMPLES)
+                       for k, v in DEFAULT_TREND.items()}
+        self.trend = trend_state_for([p.kind for p in self.points], self.engine.alarm_hi,
+                                     trend_table)
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:

@@ -41,6 +41,7 @@ from minewatch.settings import Settings
 log = logging.getLogger("minewatch.worker")
 
 TICK_S = 1.0
+SCHEMA_LOCK = 0x6D77_0002
 ALIVE_S = 3.0
 LEASE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS engine_workers (
@@ -74,7 +75,11 @@ class Worker:
 
     async def _connect(self) -> psycopg.AsyncConnection:
         conn = await psycopg.AsyncConnection.connect(self.base.database_url, autocommit=True)
-        await conn.execute(LEASE_SCHEMA)
+        # Workers start together: CREATE TABLE IF NOT EXISTS is not safe against a concurrent
+        # twin (duplicate pg_type), so the schema is created under a transaction lock.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            await conn.execute(LEASE_SCHEMA)
         return conn
 
     async def run(self) -> None:

@@ -114,11 +114,13 @@ class ReferenceTrend:
             p.slope, p.forecast = slope, fc
             if not w.last_valid:
                 continue  # newest reading is not a measurement: the bit holds
+            values = [v for _, v in self.window.samples(slot)]
+            rising = bool(values) and w.last_value * len(values) >= sum(values)
             if p.active:
                 on = (slope >= p.rate * (1.0 - p.hysteresis)
-                      and fc <= p.horizon * (1.0 + p.hysteresis))
+                      and fc <= p.horizon * (1.0 + p.hysteresis)) and rising
             else:
-                on = slope >= p.rate and fc <= p.horizon
+                on = slope >= p.rate and fc <= p.horizon and rising
             if on != p.active:
                 p.active = on
                 events.append((slot, on, w.last_value, w.last_ts, slope, fc))

@@ -368,3 +368,18 @@ def test_slot_out_of_range_raises():
     win = new_window(3)
     with pytest.raises(IndexError):
         push(win, [3], [T0], [0.1], [True])
+
+
+def test_a_drop_after_a_step_is_not_a_trend():
+    """A step above the limit then back down leaves a positive least-squares slope over the
+    window for a while; the newest value below the window mean means it is a fall."""
+    from alarms.trend import evaluate_trend, new_window, push, trend_state_for
+
+    win = new_window(1)
+    state = trend_state_for(["ch4"], np.array([1.0]))
+    t, raised = 1000.0, []
+    for value in [0.3] * 30 + [1.8] * 3 + [0.3] * 10:
+        t += 0.5
+        push(win, np.array([0]), np.array([t]), np.array([value]), np.array([True]))
+        raised += [r for r in evaluate_trend(state, win, np.array([0])).rows() if r[1]]
+    assert raised == []
