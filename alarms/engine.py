@@ -121,7 +121,7 @@ def _concat(parts: list[Events]) -> Events:
     return Events(*(np.concatenate([getattr(p, f) for p in parts]) for f in Events.__slots__))
 
 
-def _index(slots: np.ndarray) -> slice | np.ndarray:
+def as_index(slots: np.ndarray) -> slice | np.ndarray:
     """A slice when the slots are one contiguous ascending run (a whole substation's poll):
     slicing reads and writes the state arrays in place, ~2x cheaper than fancy indexing."""
     k = slots.shape[0]
@@ -133,11 +133,11 @@ def _index(slots: np.ndarray) -> slice | np.ndarray:
 
 def _evaluate_unique(state: EngineState, slots, ts, values, quality, received_at) -> Events:
     """One round where every slot appears at most once."""
-    idx = _index(slots)
+    idx = as_index(slots)
     fresh = ts > state.ts[idx]
     if not fresh.all():
         slots, ts, values, quality = slots[fresh], ts[fresh], values[fresh], quality[fresh]
-        idx = _index(slots)
+        idx = as_index(slots)
     if slots.size == 0:
         return _empty_events()
 

@@ -59,6 +59,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from alarms.engine import as_index
 from minewatch.readings import Quality
 
 _OK = np.int8(Quality.OK)
@@ -130,15 +131,6 @@ def param_arrays(kinds: Sequence[str], table: Mapping[str, object], cls: type) -
 
 
 # --- batch indexing ----------------------------------------------------------------------------
-
-
-def as_index(slots: np.ndarray) -> slice | np.ndarray:
-    """A slice when ``slots`` is a contiguous increasing run (views instead of gathers)."""
-    k = slots.shape[0]
-    if k and int(slots[-1]) - int(slots[0]) == k - 1 and (
-            k == 1 or bool((slots[1:] > slots[:-1]).all())):
-        return slice(int(slots[0]), int(slots[-1]) + 1)
-    return slots
 
 
 def _unique_index(slots: np.ndarray, stamp: np.ndarray) -> slice | np.ndarray | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,48 +29,16 @@ from pydantic import BaseModel, Field
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
 from api.lifecycle import router as lifecycle_router
+from api.params import optional_period, period
 from api.regulators import router as regulators_router
 from dashboard import STATIC_DIR
-from minewatch.readings import Quality, iso, parse_time
+from minewatch.readings import Quality, iso
 from minewatch.service import Service
 from minewatch.store import AlarmQuery, CommandQuery, HistoryQuery
 from simulators.mine import SCENARIOS, ScenarioError
 
 MAX_RANGE_S = 31 * 86400
 MAX_LIMIT = 100_000
-
-
-def _time(name: str, text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        t = parse_time(text)
-    except ValueError as exc:
-        raise HTTPException(422, f"{name}: not an ISO 8601 time or epoch seconds: {text!r}") \
-            from exc
-    if not math.isfinite(t):
-        raise HTTPException(422, f"{name}: not a finite time")
-    return t
-
-
-def _optional_range(t_from: str | None, t_to: str | None) -> tuple[float | None, float | None]:
-    """Open-ended bounds (either may be absent), checked for order."""
-    lo, hi = _time("from", t_from), _time("to", t_to)
-    if lo is not None and hi is not None and lo >= hi:
-        raise HTTPException(422, "from must be earlier than to")
-    return lo, hi
-
-
-def _range(t_from: str | None, t_to: str | None, default_span: float) -> tuple[float, float]:
-    hi = _time("to", t_to)
-    lo = _time("from", t_from)
-    hi = time.time() + 1 if hi is None else hi
-    lo = hi - default_span if lo is None else lo
-    if lo >= hi:
-        raise HTTPException(422, "from must be earlier than to")
-    if hi - lo > MAX_RANGE_S:
-        raise HTTPException(422, f"time range too large (max {MAX_RANGE_S // 86400} days)")
-    return lo, hi
 
 
 class AckBody(BaseModel):
@@ -137,7 +104,7 @@ async def dead_letters(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
     """Input refused at the border (MQTT data), newest first, with the reason and payload."""
     s = svc(request)
-    lo, hi = _optional_range(t_from, t_to)
+    lo, hi = optional_period(t_from, t_to)
     rows = await s.store.dead_letters(lo, hi, limit)
     return {"counts": dict(s.dead_letter_counts),
             "rows": [{"key": d.key, "at": iso(d.at), "source": d.source, "reason": d.reason,
@@ -177,7 +144,7 @@ async def point_readings(
     s = svc(request)
     if point_id not in s.slot_of:
         raise HTTPException(404, f"unknown point {point_id!r}")
-    lo, hi = _range(t_from, t_to, 600)
+    lo, hi = period(t_from, t_to, MAX_RANGE_S, 600, to_pad=1.0)
     rows = await s.store.history(HistoryQuery((point_id,), lo, hi, "raw", limit))
     return {"point_id": point_id, "from": iso(lo), "to": iso(hi), "count": len(rows),
             "truncated": len(rows) >= limit,
@@ -195,7 +162,7 @@ async def alarms(
         t_to: Annotated[str | None, Query(alias="to")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[dict[str, Any]]:
     s = svc(request)
-    lo, hi = _optional_range(t_from, t_to)
+    lo, hi = optional_period(t_from, t_to)
     if state in ("open", "active", "unack_active", "ack_active", "unack_rtn") and \
             lo is None and hi is None:
         recs = [r for r in s.book.open.values()
@@ -226,7 +193,7 @@ async def commands(
         t_to: Annotated[str | None, Query(alias="to")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[dict[str, Any]]:
     s = svc(request)
-    lo, hi = _optional_range(t_from, t_to)
+    lo, hi = optional_period(t_from, t_to)
     return [s.command_json(c) for c in await s.store.commands(
         CommandQuery(t_from=lo, t_to=hi, limit=limit))]
 

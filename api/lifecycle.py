@@ -20,7 +20,8 @@ from alarms.lifecycle import (
     AlarmNotFound,
 )
 from alarms.lockouts import BLOCK_NAMES, LOCK_NAMES, bit_names, block_text, lock_text
-from minewatch.readings import iso, parse_time
+from api.params import DAY, period
+from minewatch.readings import iso
 from minewatch.service import Service
 from minewatch.store import AlarmQuery
 
@@ -150,16 +151,7 @@ async def kpi(request: Request, t_from: Annotated[str, Query(alias="from")],
     """Alarms per 10 min per position, floods, top 10, chattering and stale alarms, priority
     mix, shelved and out-of-service time, over at most 92 days."""
     s = _svc(request)
-    try:
-        lo = parse_time(t_from)
-        hi = parse_time(t_to) if t_to else time.time()
-    except ValueError as exc:
-        raise HTTPException(422, f"from/to: not an ISO 8601 time or epoch seconds: {exc}") \
-            from exc
-    if not hi > lo:
-        raise HTTPException(422, "from must be earlier than to")
-    if hi - lo > MAX_KPI_DAYS * 86400:
-        raise HTTPException(422, f"period too long (max {MAX_KPI_DAYS} days)")
+    lo, hi = period(t_from, t_to, MAX_KPI_DAYS * DAY, MAX_KPI_DAYS * DAY)
     records = await s.store.alarms(AlarmQuery(t_from=lo - 8 * 3600, t_to=hi, limit=100_000))
     rows, after = [], 0
     while len(rows) < 500_000:  # bounded: the journal of the period (and 8 h before it)

@@ -31,7 +31,8 @@ from alarms.statistics import (
     mean,
     point_statistics,
 )
-from minewatch.readings import Quality, iso, parse_time
+from api.params import DAY, T_MAX, T_MIN, optional_period, period
+from minewatch.readings import Quality, iso
 from minewatch.records import AlarmRecord, CommandRecord
 from minewatch.service import Service
 from minewatch.store import (
@@ -42,7 +43,6 @@ from minewatch.store import (
     verify_journal,
 )
 
-DAY = 86400
 # Longest period per request for each resolution (no unbounded scans).
 MAX_SPAN_S = {"raw": 31 * DAY, "1m": 31 * DAY, "5m": 366 * DAY, "1h": 2 * 366 * DAY}
 MAX_STAT_SPAN_S = 366 * DAY
@@ -54,7 +54,6 @@ STAT_LOOKBACK_S = 31 * DAY
 MAX_STAT_RECORDS = 100_000  # alarms or commands behind one statistics answer
 MAX_SCAN = 200_000  # command rows scanned to apply a filter the store cannot
 PAGE = 50_000
-T_MIN, T_MAX = 0.0, 253_402_300_799.0  # 1970-01-01 … 9999-12-31T23:59:59Z
 ALARM_KINDS = tuple(SEVERITY)
 AlarmStateQ = Literal["active", "open", "unack_active", "ack_active", "unack_rtn", "cleared"]
 CommandResultQ = Literal["pending", "sent", "verified", "unverified", "failed", "refused"]
@@ -74,41 +73,6 @@ MineQ = Annotated[str | None, Query(
 
 def _svc(request: Request) -> Service:
     return request.app.state.service
-
-
-def _time(name: str, text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        t = parse_time(text.strip())
-    except (ValueError, OverflowError) as exc:
-        raise HTTPException(422, f"{name}: not an ISO 8601 time or epoch seconds: {text!r}") \
-            from exc
-    if not math.isfinite(t):
-        raise HTTPException(422, f"{name}: not a finite time")
-    if not T_MIN <= t <= T_MAX:
-        raise HTTPException(422, f"{name}: out of range (1970-01-01 … 9999-12-31)")
-    return t
-
-
-def _period(t_from: str | None, t_to: str | None, max_span: float, default_span: float,
-            what: str = "") -> tuple[float, float]:
-    hi = _time("to", t_to)
-    lo = _time("from", t_from)
-    hi = time.time() if hi is None else hi
-    lo = max(T_MIN, hi - default_span) if lo is None else lo
-    if lo >= hi:
-        raise HTTPException(422, "from must be earlier than to")
-    if hi - lo > max_span:
-        raise HTTPException(422, f"time range too large{what} (max {max_span / DAY:g} days)")
-    return lo, hi
-
-
-def _optional_period(t_from: str | None, t_to: str | None) -> tuple[float | None, float | None]:
-    lo, hi = _time("from", t_from), _time("to", t_to)
-    if lo is not None and hi is not None and lo >= hi:
-        raise HTTPException(422, "from must be earlier than to")
-    return lo, hi
 
 
 def _check_mine(s: Service, mine: str | None) -> None:
@@ -275,7 +239,7 @@ async def history(
     if include_drill and resolution != "raw":
         raise HTTPException(422, "include_drill applies to resolution=raw only (rollups never "
                                  "include drill readings)")
-    lo, hi = _period(t_from, t_to, MAX_SPAN_S[resolution], 3600,
+    lo, hi = period(t_from, t_to, MAX_SPAN_S[resolution], 3600,
                      f" for resolution {resolution}")
     width = RESOLUTION_S[resolution]
     if width:
@@ -377,7 +341,7 @@ async def alarm_records(
         pids = [p for p in pids if p in in_area] if pids else in_area
         if not pids:
             return _alarm_page(s, [], {}, limit)
-    lo, hi = _optional_period(t_from, t_to)
+    lo, hi = optional_period(t_from, t_to)
     recs = await s.store.alarms(AlarmQuery(state=state, t_from=lo, t_to=hi, kinds=tuple(kinds),
                                            point_ids=tuple(pids), drill=_parse_drill(drill),
                                            limit=limit))
@@ -458,7 +422,7 @@ async def command_records(
     if area is not None:
         in_area = [r.id for r in s.mine.relays if r.area == area]
         relays = [r for r in relays if r in in_area] if relays else in_area
-    lo, hi = _optional_period(t_from, t_to)
+    lo, hi = optional_period(t_from, t_to)
     complete = True
     if area is not None and not relays:
         cmds: list[CommandRecord] = []
@@ -552,7 +516,7 @@ async def statistics(
     s = _svc(request)
     _check_mine(s, mine)
     ids = _select_points(s, None, kind, area, required=False, cap=None)
-    lo, hi = _period(t_from, t_to, MAX_STAT_SPAN_S, DAY)
+    lo, hi = period(t_from, t_to, MAX_STAT_SPAN_S, DAY)
     until = max(lo, min(hi, time.time()))
     kinds = OVER_LIMIT_KINDS + FAULT_KINDS
     pids = tuple(ids) if (kind or area) else ()

@@ -22,6 +22,7 @@ from ingest.pg_schema import NATIVE, ROLLUPS, TIMESCALE, detect_mode, migrate
 from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
 from minewatch.store import (
     GENESIS_HASH,
+    RESOLUTION_S,
     AlarmQuery,
     CommandQuery,
     HistoryQuery,
@@ -166,7 +167,7 @@ class PostgresStore:
                 args.append(q.limit)
                 cur = await conn.execute(sql, args)
                 return [tuple(r) for r in await cur.fetchall()]
-            width = {"1m": 60, "5m": 300, "1h": 3600}[q.resolution]
+            width = RESOLUTION_S[q.resolution]
             sql = (f"SELECT b.point_id, extract(epoch FROM b.bucket)::float8, b.vmin, b.vmax, "
                    f"b.vsum / nullif(b.n, 0), b.vlast, b.n, "
                    f"(SELECT count(*) FROM alarms a WHERE a.mine_id = b.mine_id "
