@@ -37,7 +37,8 @@ from typing import Any
 from minewatch.records import AlarmRecord, OutOfService, Shelf
 
 SEVERITY = {"trend": 3, "power_cut_limit": 1, "cut_unverified": 1, "spool_full": 1, "lockout": 1,
-            "over_limit": 2, "under_limit": 2, "fault": 2, "stale": 2}
+            "over_limit": 2, "under_limit": 2, "fault": 2, "stale": 2, "suspect": 2,
+            "alarm_flood": 2}
 
 # Alarms that must always reach the operator: never shelved, masked or suppressed. ``lockout``
 # is the per-relay interlock alarm (风电闭锁/甲烷电闭锁/故障闭锁, alarms/lockouts.py).

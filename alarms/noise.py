@@ -475,6 +475,18 @@ class NoiseControl:
         """Channels → (slots, kind indices)."""
         return np.divmod(np.asarray(channels, dtype=np.int64), len(self.kinds))
 
+    def resume(self, channels) -> None:
+        """After a restart: these channels' alarms are open and active (no new edge)."""
+        ch = np.asarray(channels, dtype=np.int64)
+        self.delay.raw[ch] = self.delay.out[ch] = True
+        self.chatter.cond[ch] = self.chatter.shown[ch] = True
+
+    def count(self, positions, at) -> FloodEvents:
+        """Count annunciated alarms that do not pass the delay/chatter stages (e.g. trend,
+        interlock, sensor-integrity alarms) towards their position's flood detector."""
+        return flood_step(self.flood, np.asarray(positions, dtype=np.int64),
+                          np.asarray(at, dtype=np.float64))
+
     def _flood(self, shown: Edges) -> FloodEvents:
         r = shown.raised
         return flood_step(self.flood, self.position_of_channel[shown.channels[r]], shown.at[r])

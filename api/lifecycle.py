@@ -95,6 +95,36 @@ async def comment(request: Request, alarm_id: str, body: CommentBody) -> dict[st
     return s.alarm_json(rec)
 
 
+class CalibrationBody(BaseModel):
+    user: str = Field(min_length=1, max_length=64)
+    reason: str = Field("", max_length=500)
+    minutes: float = Field(gt=0, le=24 * 60, description="申报标校时长（分钟） / planned duration")
+
+
+@router.post("/points/{point_id}/calibration", summary="申报标校 / declare a calibration")
+async def declare_calibration(request: Request, point_id: str,
+                              body: CalibrationBody) -> dict[str, Any]:
+    """Readings of the point during the declared window are judged ``calibrating`` (no normal
+    alarms); calibration readings outside a declared window, or a window longer than the
+    configured maximum, raise a ``suspect`` alarm. Journaled."""
+    s = _svc(request)
+    if point_id not in s.slot_of:
+        raise HTTPException(404, f"unknown point {point_id!r}")
+    now = time.time()
+    return s.declare_calibration(point_id, body.user, body.reason, now, now + body.minutes * 60)
+
+
+@router.delete("/points/{point_id}/calibration", summary="结束标校 / end a calibration")
+async def end_calibration(request: Request, point_id: str,
+                          user: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:
+    s = _svc(request)
+    if point_id not in s.slot_of:
+        raise HTTPException(404, f"unknown point {point_id!r}")
+    if s.calibration_json(s.slot_of[point_id]) is None:
+        raise HTTPException(409, f"测点 {point_id} 没有申报中的标校 / no declared calibration")
+    return s.end_calibration(point_id, user, time.time())
+
+
 @router.post("/points/{point_id}/out-of-service", summary="测点停用 / take a point out of service")
 async def out_of_service(request: Request, point_id: str,
                          body: OutOfServiceBody) -> dict[str, Any]:
@@ -135,7 +165,7 @@ async def lockouts(request: Request) -> list[dict[str, Any]]:
     res, topo = s.lock_result, s.locks_topo
     out = []
     for i, relay_id in enumerate(topo.relay_ids):
-        latched = int(res.latched[i]) if res is not None else 0
+        latched = int(s.locks.latched[i])  # recovered from the journal before any evaluation
         block = int(res.restore_block[i]) if res is not None else 0
         out.append({"relay": relay_id, "cut": s.power.relay_cut.get(relay_id, False),
                     "locks": bit_names(latched, LOCK_NAMES), "locks_text": lock_text(latched),

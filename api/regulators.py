@@ -602,11 +602,14 @@ async def journal(
         request: Request, mine: MineQ = None,
         after_seq: Annotated[int, Query(ge=0, le=2**62, description="rows after this seq")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="≤ 10000")] = 1000,
+        event: Annotated[list[str] | None, Query(
+            max_length=50, description="only these event names (repeatable), e.g. "
+            "calibration_declared, alarm_chattering, lockout_changed")] = None,
 ) -> dict[str, Any]:
     s = _svc(request)
     _check_mine(s, mine)
     anchor = await s.store.journal_anchor()
-    rows = await s.store.journal(after_seq, limit + 1)
+    rows = await s.store.journal(after_seq, limit + 1, event)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"mine": s.mine.mine.id, "anchor": {"seq": anchor[0], "hash": anchor[1]},

@@ -31,7 +31,6 @@ speedup_vs_reference, per-stage figures at 100k, ...).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import subprocess
@@ -42,17 +41,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the reference implementations live in tests/
-
-
-def tune_malloc() -> bool:
-    """Keep freed numpy buffers in the heap instead of unmapping them (glibc mallopt)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
-        libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 import numpy as np  # noqa: E402
@@ -75,6 +63,7 @@ from alarms.trend import (  # noqa: E402
     trend_state_for,
 )
 from minewatch.readings import Quality  # noqa: E402
+from minewatch.tuning import tune_malloc  # noqa: E402
 
 T0 = 1_780_000_000.0
 POLL_S = 0.5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -248,14 +249,17 @@ class PostgresStore:
                  key))
         return JournalRow(seq, at, event, subject, data, last_hash, digest)
 
-    async def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalRow]:
+    async def journal(self, after_seq: int = 0, limit: int = 10_000,
+                      events: Collection[str] | None = None) -> list[JournalRow]:
+        ev = None if events is None else list(events)
         # data_text (the exact JSON that was hashed) is what a verifier must read: jsonb
         # normalises key order and number formats, so it would not re-hash byte for byte.
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT seq, at, event, subject, data_text, prev_hash, hash FROM journal "
-                "WHERE mine_id = %s AND seq > %s ORDER BY seq LIMIT %s",
-                (self.mine_id, after_seq, limit))
+                "WHERE mine_id = %s AND seq > %s AND (%s::text[] IS NULL OR event = ANY(%s)) "
+                "ORDER BY seq LIMIT %s",
+                (self.mine_id, after_seq, ev, ev, limit))
             return [JournalRow(s, a, e, su, json.loads(d), p, h)
                     for s, a, e, su, d, p, h in await cur.fetchall()]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -259,13 +260,18 @@ class SqliteStore:
             raise
         return JournalRow(seq, at, event, subject, data, last_hash, digest)
 
-    async def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalRow]:
-        return await self._run(self._journal, after_seq, limit)
+    async def journal(self, after_seq: int = 0, limit: int = 10_000,
+                      events: Collection[str] | None = None) -> list[JournalRow]:
+        return await self._run(self._journal, after_seq, limit, events)
 
-    def _journal(self, after_seq, limit):
+    def _journal(self, after_seq, limit, events):
+        where, args = "seq > ?", [after_seq]
+        if events is not None:
+            where += f" AND event IN ({', '.join('?' * len(events))})"
+            args += list(events)
         rows = self.db.execute(
             "SELECT seq, at, event, subject, data, prev_hash, hash FROM journal "
-            "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+            f"WHERE {where} ORDER BY seq LIMIT ?", (*args, limit))
         return [JournalRow(s, a, e, su, json.loads(d), p, h) for s, a, e, su, d, p, h in rows]
 
     async def journal_anchor(self) -> tuple[int, str]:

@@ -15,6 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alarms.integrity import DEFAULT_INTEGRITY, IntegrityParams
+from alarms.noise import NoiseParams
+from alarms.trend import DEFAULT_TREND, TrendParams, WindowParams
+
 PACKAGE_DIR = Path(__file__).parent
 SAMPLE_MINE = PACKAGE_DIR / "sample_mine.toml"
 DEFAULT_THRESHOLDS = PACKAGE_DIR / "thresholds.toml"
@@ -69,10 +73,21 @@ class Timing(_Strict):
 
 
 class Thresholds(_Strict):
+    """Everything the alarm rules read, from one TOML file (``thresholds.toml``).
+
+    The trend, integrity and noise sections are engineering choices rather than regulation
+    values (marked (?) in the file); a kind missing from them keeps the rule off.
+    """
+
     methane: dict[str, MethaneLimits]
     sensors: dict[str, SensorLimits]
     wind: dict[str, WindLimits]
     timing: Timing = Timing()
+    window: WindowParams = WindowParams()
+    trend: dict[str, TrendParams] = Field(default_factory=lambda: dict(DEFAULT_TREND))
+    integrity: dict[str, IntegrityParams] = Field(
+        default_factory=lambda: dict(DEFAULT_INTEGRITY))
+    noise: NoiseParams = NoiseParams()
 
     @classmethod
     def load(cls, path: Path = DEFAULT_THRESHOLDS) -> Thresholds:
@@ -141,6 +156,15 @@ class Point(_Strict):
     restore: float | None = None
     deadband: float | None = None
     baseline: float | None = Field(None, description="simulator's normal value")
+    upstream: str | None = Field(None, description="point of the same kind upstream on the "
+                                 "same airflow (sensor-integrity cross-checks)")
+    lag_s: float = Field(0.0, ge=0.0, description="air travel time from the upstream point")
+    expects_noise: bool | None = Field(None, description="a sensor that normally varies, so a "
+                                       "long flat line is suspect; default: methane points")
+
+    @property
+    def varies(self) -> bool:
+        return self.kind == "ch4" if self.expects_noise is None else self.expects_noise
 
 
 class ResolvedLimits(_Strict):
@@ -193,6 +217,15 @@ class Mine(_Strict):
                 errors.append(f"{where}: unknown roadway {p.roadway}")
             errors += [f"{where}: unknown cut area {a}" for a in p.cut_areas or []
                        if a not in area_ids]
+        kind_of = {p.id: p.kind for p in self.points}
+        for p in self.points:
+            if p.upstream is None:
+                continue
+            if p.upstream not in kind_of:
+                errors.append(f"point {p.id}: unknown upstream point {p.upstream}")
+            elif kind_of[p.upstream] != p.kind or p.upstream == p.id:
+                errors.append(f"point {p.id}: upstream {p.upstream} must be another "
+                              f"{p.kind} point")
         coils: set[tuple[str, int]] = set()
         for r in self.relays:
             where = f"relay {r.id}"

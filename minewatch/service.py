@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,29 +30,43 @@ from alarms.engine import (
     FAULT,
     LIMIT_BITS,
     STALE,
-    evaluate,
     new_state,
     sweep_stale,
 )
-from alarms.lifecycle import AlarmBook
+from alarms.integrity import (
+    REASONS,
+    integrity_message,
+    integrity_state_for,
+    reason_names,
+)
+from alarms.lifecycle import (
+    AlarmBook,
+    controls_from_journal,
+    downwind_from_mine,
+    places_from_mine,
+)
 from alarms.lockouts import (
     LOCK_FAN,
     LOCK_FAULT,
+    LOCKOUT_EVENT,
     block_text,
     build_topology,
-    evaluate_lockouts,
     journal_entries,
+    latches_from_journal,
     lock_text,
     new_lockout_state,
     release,
 )
+from alarms.noise import NoiseControl, NoiseOutput, positions_from_mine
+from alarms.rules import (
+    RuleState,
+    evaluate_locks,
+    evaluate_thresholds,
+    evaluate_window_rules,
+)
 from alarms.trend import (
-    DEFAULT_TREND,
-    evaluate_trend,
     forecast_text,
-    judged,
     new_window,
-    push,
     trend_figures,
     trend_message,
     trend_state_for,
@@ -72,13 +86,20 @@ from minewatch.readings import Batch, Quality, iso
 from minewatch.records import AlarmRecord, CommandRecord
 from minewatch.settings import Settings
 from minewatch.store import AlarmQuery, CommandQuery, Retention, Store
+from minewatch.tuning import tune_malloc
 from simulators.mine import SimulatedMine
 
 log = logging.getLogger("minewatch.service")
 
 KIND_BIT = {k: np.uint8(1 << i) for i, k in enumerate(ALARM_KINDS)}
 ALARMING_LOCKS = int(LOCK_FAN | LOCK_FAULT)
-TREND_MIN_SAMPLES = 40
+# Journal events replayed at start to rebuild what is not in the alarm/command records.
+CALIBRATION_DECLARED, CALIBRATION_ENDED = "calibration_declared", "calibration_ended"
+RECOVERED_EVENTS = (LOCKOUT_EVENT, CALIBRATION_DECLARED, CALIBRATION_ENDED, "alarm_shelved",
+                    "alarm_unshelved", "alarm_shelve_expired", "point_out_of_service",
+                    "point_in_service")
+FLOOD_SUBJECT = "FLOOD"
+SUSPECT_ALL = (1 << len(REASONS)) - 1
 
 
 @dataclass
@@ -188,15 +209,40 @@ class Service:
         self.locks = new_lockout_state(self.locks_topo)
         self.lock_result = None
         self._locks_armed = False
-        # Trend early warning (趋势预警): a ring buffer of recent samples per point, the
-        # least-squares rate of rise and the time to the alarm limit.
-        self.window = new_window(len(self.points))
-        # 40 samples (20 s at the sample mine's poll) before a slope counts: with fewer, the
-        # sensors' ±0.01 % noise reads as ±0.15 %/min and raises false early warnings. (?)
-        trend_table = {k: replace(v, min_samples=TREND_MIN_SAMPLES)
-                       for k, v in DEFAULT_TREND.items()}
-        self.trend = trend_state_for([p.kind for p in self.points], self.engine.alarm_hi,
-                                     trend_table)
+        # Trend early warning (趋势预警) and sensor integrity (数据造假/异常) read a ring buffer
+        # of recent samples per point; parameters from thresholds.toml.
+        kinds = [p.kind for p in self.points]
+        self.window = new_window(len(self.points), self.limits.window)
+        self.trend = trend_state_for(kinds, self.engine.alarm_hi, self.limits.trend)
+        self.integrity = integrity_state_for(kinds, [p.varies for p in self.points],
+                                             *self._airflow_links(), table=self.limits.integrity,
+                                             width=self.limits.window.size)
+        self.rules = RuleState(self.engine, self.window, self.trend, self.integrity,
+                               self.locks_topo, self.locks)
+        # Noise control (ISA-18.2): delays and chattering on the engine's alarm edges, flood
+        # detection per operator position over everything annunciated.
+        self.noise = NoiseControl(len(self.points), self.limits.noise,
+                                  position_of_slot=positions_from_mine(self.mine))
+        self._edge_seen: dict[int, tuple[float, float]] = {}  # channel → (value, reading ts)
+        self.flooding: dict[int, float] = {}  # operator position → flood start
+        self.places = places_from_mine(self.mine)
+        self.downwind = downwind_from_mine(self.mine)
+        tune_malloc()
+
+    def _airflow_links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Upstream / downstream slots and lags (in samples) from the mine file's ``upstream``."""
+        n = len(self.points)
+        up, down, lag = np.full(n, -1), np.full(n, -1), np.zeros(n, dtype=np.int64)
+        for i, p in enumerate(self.points):
+            if p.upstream is None:
+                continue
+            u = self.slot_of[p.upstream]
+            up[i] = u
+            if down[u] < 0:
+                down[u] = i
+            samples = round(p.lag_s / self.period[p.substation])
+            lag[i] = min(samples, self.limits.window.size - 1)
+        return up, down, lag
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -209,14 +255,7 @@ class Service:
         if not await self.writer.wait_idle(self.settings.spool_replay_wait_s):
             log.error("spool replay not finished within %.0f s (%d ops left); starting anyway",
                       self.settings.spool_replay_wait_s, self.spool.stats.pending_ops)
-        open_alarms = await self.store.alarms(AlarmQuery(state="open", limit=100_000))
-        self.book.restore(open_alarms)
-        for rec in open_alarms:  # engine resumes with the conditions still open
-            slot = self.slot_of.get(rec.point_id)
-            if slot is not None and rec.active and rec.kind in KIND_BIT:
-                self.engine.bits[slot] |= KIND_BIT[rec.kind]
-            elif slot is not None and rec.active and rec.kind == "trend":
-                self.trend.active[slot] = True
+        await self._recover()
         self.power.restore_state(await self.store.commands(CommandQuery(limit=10_000)))
         broker = self._start_broker()
         if broker is not None:
@@ -250,6 +289,53 @@ class Service:
         await self._reassert_cuts()
         log.info("minewatch started: mine %s, %d points, %d substations",
                  self.mine.mine.id, len(self.points), len(self.collectors))
+
+    async def _recover(self) -> None:
+        """Rebuild the in-memory state after a restart: open alarms from the alarm records;
+        shelves, out-of-service entries, interlock latches and declared calibration windows
+        from the journal (they are not alarm records)."""
+        open_alarms = await self.store.alarms(AlarmQuery(state="open", limit=100_000))
+        rows = await self._journal_rows(RECOVERED_EVENTS)
+        shelves, oos = controls_from_journal(rows, time.time())
+        self.book.restore(open_alarms, shelves=shelves, out_of_service=oos)
+        latches_from_journal(self.locks_topo, self.locks, rows)
+        self._calibrations_from_journal(rows)
+        for rec in open_alarms:  # the rules resume with the conditions still open
+            slot = self.slot_of.get(rec.point_id)
+            if slot is None or not rec.active:
+                continue
+            if rec.kind in KIND_BIT:
+                self.engine.bits[slot] |= KIND_BIT[rec.kind]
+                self.noise.resume(self.noise.channel(slot, ALARM_KINDS.index(rec.kind)))
+            elif rec.kind == "trend":
+                self.trend.active[slot] = True
+            elif rec.kind == "suspect":
+                # Any reason: the detectors recompute the mask at the next reading and clear
+                # the alarm if none holds any more.
+                self.integrity.reasons[slot] = SUSPECT_ALL
+
+    async def _journal_rows(self, events: tuple[str, ...]) -> list[Any]:
+        rows: list[Any] = []
+        after, page = 0, 10_000
+        while True:
+            chunk = await self.store.journal(after, page, events)
+            rows += chunk
+            if len(chunk) < page:
+                return rows
+            after = chunk[-1].seq
+
+    def _calibrations_from_journal(self, rows: list[Any]) -> None:
+        now = time.time()
+        for row in rows:
+            if row.event == CALIBRATION_DECLARED:
+                slot = self.slot_of.get(row.subject)
+                end = row.data.get("end")
+                if slot is not None and (end is None or end > now):
+                    self.integrity.declare_calibration(
+                        [slot], row.data["start"], math.inf if end is None else end)
+            elif row.event == CALIBRATION_ENDED and row.subject in self.slot_of:
+                self.integrity.declare_calibration([self.slot_of[row.subject]], math.nan,
+                                                   math.nan)
 
     def _start_broker(self) -> tuple[str, int, str, str] | None:
         """The engine's broker: the configured one, else a private mosquitto (if installed)."""
@@ -353,19 +439,23 @@ class Service:
 
     # --- hot path ----------------------------------------------------------------------------
     async def handle_batch(self, batch: Batch) -> None:
-        events = evaluate(self.engine, batch.slots, batch.ts, batch.values, batch.quality,
-                          batch.received_at)
+        quality = self._calibration_flags(batch)
+        events = evaluate_thresholds(self.rules, batch.slots, batch.ts, batch.values, quality,
+                                     batch.received_at)
         self.counters.batches += 1
         self.counters.readings += len(batch)
         if len(events):
             await self._handle_events(events.rows(), batch.received_perf)
         if self._locks_armed:
             await self._evaluate_locks(batch.received_perf)
-        self._evaluate_trend(batch)
+        trend, integrity = evaluate_window_rules(self.rules, batch.slots, batch.ts,
+                                                 batch.values, quality)
+        self._trend_changed(trend)
+        self._integrity_changed(integrity)
         for cmd in self.power.check(time.time()):
             self._after_settle(cmd)
         try:
-            self.spool.append_readings(batch.slots, batch.ts, batch.values, batch.quality,
+            self.spool.append_readings(batch.slots, batch.ts, batch.values, quality,
                                        batch.received_at)
         except Exception:
             self.counters.spool_errors += 1
@@ -373,25 +463,45 @@ class Service:
         self.bus.publish("live", {"type": "readings", "points": [
             self.point_live(int(s)) for s in batch.slots]})
 
+    def _calibration_flags(self, batch: Batch) -> np.ndarray:
+        """Readings inside a declared calibration window (标校) are stored and judged as
+        ``calibrating`` even if the substation did not flag them: no normal alarms from the
+        calibration gas. Faults stay faults."""
+        declared = self.integrity._declared
+        if declared.size == 0:
+            return batch.quality
+        start = self.integrity.cal_start[batch.slots]
+        end = self.integrity.cal_end[batch.slots]
+        inside = (batch.ts >= start) & (batch.ts <= end) & (batch.quality == Quality.OK)
+        if not inside.any():
+            return batch.quality
+        q = batch.quality.copy()
+        q[inside] = Quality.CALIBRATING
+        return q
+
     async def _handle_events(self, rows: list[tuple[int, str, bool, float, float]],
                              detected_perf: float | None) -> None:
+        """Engine edges: cuts act on the raw edge at once; the alarm records follow the
+        noise-controlled edges (delays, chattering), which never delay a power cut."""
         self.counters.events += len(rows)
-        changed: list[tuple[AlarmRecord, str]] = []
-        cuts = []
+        now = time.time()
+        cut_points: list[tuple[Point, float]] = []
+        n_kinds = len(ALARM_KINDS)
         for slot, kind, raised, value, ts in rows:
-            point = self.points[slot]
-            if raised:
-                msg = self._message(point, kind, value)
-                rec = self.book.raise_(point.id, kind, value, ts, msg)
-                changed.append((rec, "raised"))
-                if kind == "power_cut_limit":
-                    cuts.append(self.power.cut(point, rec.id, value, detected_perf))
-            else:
-                rec = self.book.clear(point.id, kind, ts)
-                if rec is not None:
-                    changed.append((rec, "returned"))
-                if kind == "power_cut_limit":
-                    self._journal("restore_permitted", point.id, {"value": value})
+            k = ALARM_KINDS.index(kind)
+            self._edge_seen[slot * n_kinds + k] = (value, ts)
+            if kind == "power_cut_limit":
+                if raised:
+                    cut_points.append((self.points[slot], value))
+                else:
+                    self._journal("restore_permitted", self.points[slot].id, {"value": value})
+        out = self.noise.step([r[0] for r in rows], [ALARM_KINDS.index(r[1]) for r in rows],
+                              [r[2] for r in rows], now)
+        changed = self._noise_changes(out)
+        cuts = []
+        for point, value in cut_points:
+            rec = self.book.active(point.id, "power_cut_limit")
+            cuts.append(self.power.cut(point, rec.id if rec else "", value, detected_perf))
         # Cut first: the writes go on the wire (each task runs to its first wait) before the
         # alarms are published, and publishing does not wait for the substation's reply.
         tasks = [asyncio.create_task(c) for c in cuts]
@@ -401,6 +511,46 @@ class Service:
             self._alarm_changed(rec, transition)
         if tasks:
             await asyncio.gather(*tasks)
+
+    def _noise_changes(self, out: NoiseOutput) -> list[tuple[AlarmRecord, str]]:
+        """Apply noise-controlled edges and chatter records to the alarm book (idempotent:
+        an edge that matches the book's state changes nothing)."""
+        changed: list[tuple[AlarmRecord, str]] = []
+        for ch, raised, at, _since in out.edges.rows():
+            changed += self._set_alarm(ch, raised, at)
+        for ch, started, at, count in out.chatter.rows():
+            slot, k = divmod(ch, len(ALARM_KINDS))
+            point, kind = self.points[slot], ALARM_KINDS[k]
+            self._journal("alarm_chattering" if started else "alarm_chatter_ended", point.id,
+                          {"point_id": point.id, "kind": kind, "count": count, "at": at})
+            # A chattering alarm stays on the screen (latched) until it is stable; at the
+            # end it shows its real condition.
+            cond = bool(self.noise.chatter.cond[ch])
+            changed += self._set_alarm(ch, True if started else cond, at,
+                                       chatter=count if started else None)
+        self._flood_changed(out.flood)
+        return changed
+
+    def _set_alarm(self, ch: int, raised: bool, at: float,
+                   chatter: int | None = None) -> list[tuple[AlarmRecord, str]]:
+        slot, k = divmod(ch, len(ALARM_KINDS))
+        point, kind = self.points[slot], ALARM_KINDS[k]
+        current = self.book.active(point.id, kind)
+        is_active = current is not None and current.active
+        value, ts = self._edge_seen.get(ch, (float(self.engine.value[slot]), at))
+        delay = self.noise.delay.on_delay[ch] if raised else self.noise.delay.off_delay[ch]
+        if delay > 0 or chatter is not None or not math.isfinite(ts):
+            ts = at  # decided by the clock, not by a reading
+        if raised and not is_active:
+            msg = self._message(point, kind, value)
+            if chatter is not None:
+                msg += f"（报警抖动：{self.limits.noise.chatter.window_s:.0f} 秒内 {chatter} 次，" \
+                       "锁存显示直至稳定）"
+            return [(self.book.raise_(point.id, kind, value, ts, msg), "raised")]
+        if not raised and is_active:
+            rec = self.book.clear(point.id, kind, ts)
+            return [(rec, "returned")] if rec is not None else []
+        return []
 
     def _message(self, point: Point, kind: str, value: float) -> str:
         sensor = self.limits.sensors[point.kind]
@@ -415,6 +565,18 @@ class Service:
         if self.mqtt is not None:
             self.mqtt.publish_event(self._event("alarm", transition=transition, alarm=body),
                                     alarm_id=rec.id)
+        if transition not in ("raised", "returned"):
+            return
+        if transition == "raised" and rec.annunciated and rec.kind not in ALARM_KINDS \
+                and rec.kind != "alarm_flood":
+            slot = self.slot_of.get(rec.point_id)
+            pos = int(self.noise.position_of_channel[slot * len(ALARM_KINDS)]) \
+                if slot is not None else 0
+            self._flood_changed(self.noise.count([pos], [time.time()]))
+        # Suppression by design: consequence alarms hide behind their active root alarm.
+        for changed, how in self.book.update_suppression(self.places, self.downwind,
+                                                         time.time()):
+            self._alarm_changed(changed, how)
 
     # --- workflow callbacks ------------------------------------------------------------------
     async def _write_relay(self, relays: list[Relay], cut: bool) -> None:
@@ -484,6 +646,10 @@ class Service:
                 await self._handle_events(events.rows(), None)
             self._locks_armed = True
             await self._evaluate_locks(None)
+            for rec, transition in self._noise_changes(self.noise.sweep(now)):
+                self._alarm_changed(rec, transition)
+            for rec, transition in self.book.expire_shelves(now):
+                self._alarm_changed(rec, transition)
             for cmd in self.power.check(now):
                 self._after_settle(cmd)
             self._system_alarm(
@@ -493,11 +659,8 @@ class Service:
                 "请检查数据库连接（数据仍在写入缓存）")
             await asyncio.sleep(tick)
 
-    def _evaluate_trend(self, batch: Batch) -> None:
-        """After the cuts are out: push the batch into the windows, raise/clear ``trend``."""
-        push(self.window, batch.slots, batch.ts, batch.values,
-             judged(batch.values, batch.quality))
-        events = evaluate_trend(self.trend, self.window, batch.slots)
+    def _trend_changed(self, events) -> None:
+        """Raise / clear ``trend`` (early warning with the forecast time to the limit)."""
         for slot, raised, value, ts, slope, fc in events.rows():
             point = self.points[slot]
             if raised:
@@ -508,6 +671,62 @@ class Service:
                                     "raised")
             elif (rec := self.book.clear(point.id, "trend", ts)) is not None:
                 self._alarm_changed(rec, "returned")
+
+    def _integrity_changed(self, events) -> None:
+        """Raise / update / clear ``suspect`` (数据异常) from the integrity reason masks."""
+        for slot, raised, mask, prev, value, ts in events.rows():
+            point = self.points[slot]
+            up = self.points[int(self.integrity.up[slot])].name \
+                if self.integrity.up[slot] >= 0 else None
+            if raised:
+                msg = f"数据异常: {point.name} " + integrity_message(mask, up)
+                rec = self.book.raise_(point.id, "suspect", value, ts, msg)
+                self._alarm_changed(rec, "raised")
+                self._journal("integrity_reasons", point.id,
+                              {"reasons": reason_names(mask), "before": reason_names(prev)})
+            elif (rec := self.book.clear(point.id, "suspect", ts)) is not None:
+                self._alarm_changed(rec, "returned")
+
+    def _flood_changed(self, flood) -> None:
+        """Alarm flood (ISA-18.2: > 10 alarms / 10 min per position): a system alarm that
+        tells the dispatcher the list is grouped with root alarms first."""
+        for pos, started, at, count, peak in flood.rows():
+            self._journal("alarm_flood_started" if started else "alarm_flood_ended",
+                          FLOOD_SUBJECT, {"position": pos, "at": at, "alarms": count,
+                                          "peak": peak})
+            if started:
+                self.flooding[pos] = at
+            else:
+                self.flooding.pop(pos, None)
+            window = self.limits.noise.flood.window_s / 60
+            self._system_alarm(
+                FLOOD_SUBJECT, "alarm_flood", bool(self.flooding),
+                f"报警泛滥: {window:.0f} 分钟内超过 {self.limits.noise.flood.start_above} 条报警，"
+                "列表已按事故分组，根报警在前")
+
+    # --- calibration (标校) declarations ------------------------------------------------------
+    def declare_calibration(self, point_id: str, user: str, reason: str, start: float,
+                            end: float) -> dict[str, Any]:
+        slot = self.slot_of[point_id]
+        self.integrity.declare_calibration([slot], start, end)
+        self._journal(CALIBRATION_DECLARED, point_id, {"point_id": point_id, "user": user,
+                                                       "reason": reason, "start": start,
+                                                       "end": end})
+        return {"point_id": point_id, **(self.calibration_json(slot) or {})}
+
+    def end_calibration(self, point_id: str, user: str, at: float) -> dict[str, Any]:
+        slot = self.slot_of[point_id]
+        before = self.calibration_json(slot)
+        self.integrity.declare_calibration([slot], math.nan, math.nan)
+        self._journal(CALIBRATION_ENDED, point_id, {"point_id": point_id, "user": user,
+                                                    "at": at})
+        return {"point_id": point_id, "ended_at": iso(at), "declared": before}
+
+    def calibration_json(self, slot: int) -> dict[str, Any] | None:
+        start, end = float(self.integrity.cal_start[slot]), float(self.integrity.cal_end[slot])
+        if not math.isfinite(start):
+            return None
+        return {"start": iso(start), "end": iso(end) if math.isfinite(end) else None}
 
     def trend_json(self, slot: int) -> dict[str, Any]:
         slope, fc = trend_figures(self.trend, self.window, np.array([slot]))
@@ -521,9 +740,7 @@ class Service:
     async def _evaluate_locks(self, detected_perf: float | None) -> None:
         """Interlocks over the current engine state: a relay that becomes locked is cut at
         once and raises a ``lockout`` alarm; a 故障闭锁 that clears restores by itself."""
-        e = self.engine
-        res = evaluate_lockouts(self.locks_topo, self.locks, e.value, e.quality, e.bits,
-                                e.restore)
+        res = evaluate_locks(self.rules)
         self.lock_result = res
         edges = res.edges
         if not len(edges):
@@ -563,10 +780,12 @@ class Service:
     def relay_block(self, relay_id: str) -> str | None:
         """An interlock's reason to refuse energising ``relay_id`` now, or None."""
         res = self.lock_result
-        if res is None:
-            return None
         i = self.locks_topo.relay_index.get(relay_id)
-        if i is None or res.restore_allowed[i]:
+        if i is None:
+            return None
+        if res is None:  # just started: interlocks not evaluated over fresh readings yet
+            return "系统启动中，闭锁状态尚未按最新数据评估，请稍后再复电"
+        if res.restore_allowed[i]:
             return None
         return block_text(int(res.restore_block[i]))
 
@@ -669,7 +888,9 @@ class Service:
                 "limits": {"alarm_hi": num(lim.alarm_hi), "alarm_lo": num(lim.alarm_lo),
                            "cut": num(lim.cut), "restore": num(lim.restore)},
                 "relays": [r.id for r in self.mine.cut_relays(p)] if p.kind == "ch4" else [],
-                "trend": self.trend_json(slot)}
+                "trend": self.trend_json(slot),
+                "calibration": self.calibration_json(slot),
+                "integrity": reason_names(int(self.integrity.reasons[slot]))}
 
     def alarm_json(self, rec: AlarmRecord) -> dict[str, Any]:
         d = rec.to_dict()

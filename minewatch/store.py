@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -210,7 +211,10 @@ class Store(Protocol):
         """Append unless ``key`` is already journaled (a replay): then return None."""
         ...
 
-    async def journal(self, after_seq: int = 0, limit: int = 10_000) -> list[JournalRow]: ...
+    async def journal(self, after_seq: int = 0, limit: int = 10_000,
+                      events: Collection[str] | None = None) -> list[JournalRow]:
+        """Rows after ``after_seq`` in order; ``events`` keeps only those event names."""
+        ...
 
     async def save_dead_letter(self, letter: DeadLetter) -> None:
         """Idempotent by ``letter.key``."""

@@ -22,6 +22,7 @@ SCENARIOS: dict[str, str] = {
     "fan-stop": "局部通风机停止 (local fan stops)",
     "sensor-fault": "传感器故障 (channel fault bit set)",
     "calibrate": "标校：通入标准气样 (calibration gas applied)",
+    "sensor-cover": "传感器被遮挡，读数降至 0 (sensor covered: reads fresh air)",
     "substation-offline": "分站通讯中断 (substation stops answering)",
     "substation-online": "分站恢复通讯 (substation answers again)",
     "relay-stuck": "断电器拒动 (relay ignores commands)",
@@ -123,6 +124,9 @@ class SimulatedMine:
             sub.set_override(point_id, target)
         elif scenario == "sensor-fault":
             sub.set_override(point_id, 0.0, fault=True)
+        elif scenario == "sensor-cover":
+            target = 0.0 if target is None else target
+            sub.set_override(point_id, target)
         elif scenario == "calibrate":
             target = 1.0 if target is None else target
             sub.set_override(point_id, target, calibrating=True)

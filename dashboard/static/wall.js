@@ -5,7 +5,7 @@ const STATE_LABEL = { normal: "正常", alarm: "报警", cut: "断电", fault: "
   calibrating: "标校" };
 const KIND_LABEL = { over_limit: "超限", power_cut_limit: "断电", under_limit: "低限",
   fault: "故障", stale: "通讯中断", cut_unverified: "馈电异常", lockout: "闭锁",
-  spool_full: "缓存满", trend: "趋势预警", suspect: "数据异常" };
+  spool_full: "缓存满", trend: "趋势预警", suspect: "数据异常", alarm_flood: "报警泛滥" };
 const ALARM_STATE = { unack_active: "未确认", ack_active: "已确认", unack_rtn: "已恢复未确认",
   cleared: "已消除" };
 const points = new Map();   // id -> {meta, row}
@@ -56,18 +56,44 @@ function update(u) {
   $("#count-cut").textContent = document.querySelectorAll('#points tr[data-state="cut"]').length;
 }
 
+function alarmRank(a, b) {
+  return a.severity - b.severity
+    || (a.state.startsWith("unack") ? 0 : 1) - (b.state.startsWith("unack") ? 0 : 1)
+    || (a.state === "unack_rtn" ? 1 : 0) - (b.state === "unack_rtn" ? 1 : 0)
+    || (b.raised_at > a.raised_at ? 1 : -1);
+}
+
+// Root alarms first (by priority, unacknowledged first, newest first), each followed by the
+// consequence alarms it suppresses by design; shelved / out-of-service ones last (ISA-18.2).
+function screenOrder(open) {
+  const children = new Map();
+  for (const a of open) {
+    if (a.suppressed && a.suppressed_by) {
+      if (!children.has(a.suppressed_by)) children.set(a.suppressed_by, []);
+      children.get(a.suppressed_by).push(a);
+    }
+  }
+  const out = [];
+  for (const a of open.filter((x) => x.annunciated).sort(alarmRank)) {
+    out.push(a);
+    out.push(...(children.get(a.id) || []).sort(alarmRank));
+  }
+  const placed = new Set(out.map((a) => a.id));
+  out.push(...open.filter((a) => !placed.has(a.id)).sort(alarmRank));
+  return out;
+}
+
 function renderAlarms() {
   const list = $("#alarm-list");
-  const open = [...alarms.values()].filter((a) => a.state !== "cleared");
-  open.sort((a, b) => (a.state === "unack_active" ? 0 : 1) - (b.state === "unack_active" ? 0 : 1)
-    || a.severity - b.severity || (b.raised_at > a.raised_at ? 1 : -1));
+  const open = screenOrder([...alarms.values()].filter((a) => a.state !== "cleared"));
   list.innerHTML = open.length ? "" : '<li class="empty">无报警</li>';
   for (const a of open) {
     const li = document.createElement("li");
     li.dataset.alarm = a.id;
     li.dataset.kind = a.kind;
     li.dataset.point = a.point_id;
-    li.className = `sev${a.severity} ${a.state.startsWith("unack") ? "unack" : ""} ${a.state === "unack_rtn" ? "rtn" : ""}`;
+    li.className = `sev${a.severity} ${a.state.startsWith("unack") ? "unack" : ""} ${a.state === "unack_rtn" ? "rtn" : ""}`
+      + (a.annunciated ? "" : " quiet") + (a.suppressed ? " child" : "");
     li.innerHTML = `<time>${fmtTime(a.raised_at)}</time><span class="msg">【${KIND_LABEL[a.kind] || a.kind}】${a.message}</span>
       <span class="astate">${ALARM_STATE[a.state] || a.state}</span>`;
     if (a.state.startsWith("unack")) {
