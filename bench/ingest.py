@@ -118,11 +118,13 @@ async def probe_latency(cfg, probes: int) -> list[float]:
                            password=cfg.password(user), socket_options=NODELAY) as gw:
         await city.subscribe(f"mw/{PROBE}/events", qos=1)
         seq = 10_000_000
-        for _ in range(probes):
+        # One point per probe: the same point raised again within a minute would be a
+        # chattering alarm (latched, not annunciated anew) and would hold its off-delay.
+        for point in point_ids(probes):
             seq += 2
             t0 = time.time()
             await gw.publish(f"mw/{PROBE}/S01/data",
-                             message(PROBE, ["001A01"], seq, t0, 2.0), qos=1)
+                             message(PROBE, [point], seq, t0, 2.0), qos=1)
             deadline = time.monotonic() + 10
             async for msg in city.messages:
                 ev = json.loads(msg.payload)
@@ -133,7 +135,7 @@ async def probe_latency(cfg, probes: int) -> list[float]:
                 if time.monotonic() > deadline:
                     break
             await gw.publish(f"mw/{PROBE}/S01/data",
-                             message(PROBE, ["001A01"], seq + 1, time.time(), 0.2), qos=1)
+                             message(PROBE, [point], seq + 1, time.time(), 0.2), qos=1)
             await asyncio.sleep(0.3)
     return out
 
@@ -173,7 +175,7 @@ async def run_config(workers: int, args, tmp: Path, admin_url: str) -> dict:
         p = run_dir / f"{m}.toml"
         # The probe point is alarm-only (main return): the bench has no gateway to ack cuts.
         p.write_text(mine_toml(m, args.points) if m != PROBE else
-                     mine_toml(m, 1, "main_return"), encoding="utf-8")
+                     mine_toml(m, args.probes, "main_return"), encoding="utf-8")
         paths.append(p)
     db = f"mw_ingest_{workers}_{os.getpid()}"
     async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
