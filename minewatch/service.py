@@ -446,6 +446,8 @@ class Service:
         self.counters.readings += len(batch)
         if len(events):
             await self._handle_events(events.rows(), batch.received_perf)
+        if not self._locks_armed and np.isfinite(self.engine.seen).all():
+            self._locks_armed = True  # every point has reported: nothing is stale by default
         if self._locks_armed:
             await self._evaluate_locks(batch.received_perf)
         trend, integrity = evaluate_window_rules(self.rules, batch.slots, batch.ts,
