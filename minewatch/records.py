@@ -140,6 +140,29 @@ class CommandRecord:
 
 
 @dataclass
+class IncidentRecord:
+    """An incident (a workflow run: power cut → evacuation → report chain → restore → close)
+    as stored: indexed columns plus the whole incident as JSON in ``data`` (alarms/incidents.py
+    owns its shape). Upserted by id on every change; the steps are also journaled."""
+
+    id: str
+    kind: str  # workflow definition, e.g. "gas_overlimit"
+    state: Literal["open", "closed"]
+    opened_at: float
+    updated_at: float
+    drill: bool = False
+    data: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IncidentRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
 class DeadLetter:
     """Input that was refused at the border, kept with the reason (never silently dropped)."""
 

@@ -23,7 +23,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter, IncidentRecord
 
 # point_id, ts, value, quality, received_at, drill
 ReadingRow = tuple[str, float, float | None, int, float, bool]
@@ -81,6 +81,16 @@ class CommandQuery:
     targets: tuple[str, ...] = ()
     alarm_ids: tuple[str, ...] = ()
     limit: int = 500
+
+
+@dataclass(frozen=True)
+class IncidentQuery:
+    t_from: float | None = None  # on opened_at
+    t_to: float | None = None
+    state: str | None = None  # "open" | "closed" | None = both
+    ids: tuple[str, ...] = ()
+    drill: bool | None = None  # None = both
+    limit: int = 500  # newest opened first
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,10 @@ class Store(Protocol):
     async def alarms(self, q: AlarmQuery) -> list[AlarmRecord]: ...
     async def save_command(self, command: CommandRecord) -> None: ...
     async def commands(self, q: CommandQuery) -> list[CommandRecord]: ...
+    async def save_incident(self, incident: IncidentRecord) -> None:
+        """Upsert by id (the newest ``updated_at`` wins; an older replayed one is ignored)."""
+        ...
+    async def incidents(self, q: IncidentQuery) -> list[IncidentRecord]: ...
 
     async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],
                              key: str) -> JournalRow | None:
