@@ -103,14 +103,17 @@ class PowerCutWorkflow:
                                      alarm_id, detected_perf)
 
     async def cut_relays(self, relays: list[Relay], reason: str, alarm_id: str | None,
-                         detected_perf: float | None) -> list[CommandRecord]:
-        """Open the given relays (those not already open); used for limits and lockouts."""
+                         detected_perf: float | None, *, force: bool = False,
+                         by: str = "engine") -> list[CommandRecord]:
+        """Open the given relays (those not already open); used for limits and lockouts.
+        ``force`` re-issues a cut already recorded (a retry after an unconfirmed cut)."""
         # A relay whose cut is already on the wire is not cut twice (a lockout evaluated
         # while the methane cut's write is in flight).
-        todo = [r for r in relays if not self.relay_cut.get(r.id) and r.id not in self._cutting]
+        todo = [r for r in relays if (force or not self.relay_cut.get(r.id))
+                and r.id not in self._cutting]
         if not todo:
             return []
-        cmds = [self._new("cut", r, reason, "engine", alarm_id, detected_perf) for r in todo]
+        cmds = [self._new("cut", r, reason, by, alarm_id, detected_perf) for r in todo]
         self._cutting.update(r.id for r in todo)
         try:
             return await self._execute(cmds, todo, True)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
+from api.incidents import router as incidents_router
 from api.lifecycle import router as lifecycle_router
 from api.params import optional_period, period
 from api.regulators import router as regulators_router
@@ -206,12 +207,9 @@ async def restore_relay(request: Request, relay_id: str, body: RestoreBody) -> d
     if not s.power.relay_cut[relay_id]:
         raise HTTPException(409, f"relay {relay_id} is not cut")
     try:
-        cmd = await s.power.restore(relay_id, body.user, body.reason, s.restore_blocker,
-                                    s.relay_block(relay_id))
+        cmd = await s.restore_relay(relay_id, body.user, body.reason)
     except RestoreRefused as exc:
         raise HTTPException(409, str(exc)) from exc
-    if cmd.result != "failed":
-        s.released(relay_id, body.user)
     return s.command_json(cmd)
 
 
@@ -285,6 +283,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app.include_router(router)
     app.include_router(regulators_router)
     app.include_router(lifecycle_router)
+    app.include_router(incidents_router)
 
     @app.websocket("/ws/live")
     async def ws_live(ws: WebSocket) -> None:

@@ -208,9 +208,32 @@ def _v2(mode: str, retention: Retention) -> str:
     """
 
 
+def _v3(mode: str, retention: Retention) -> str:
+    # ``data`` (jsonb) is there to be queried; ``data_text`` is the exact JSON that was saved
+    # and what the store reads back: jsonb reorders keys and re-spells numbers (1e20 comes back
+    # as an integer), as with the journal's data/data_text.
+    return """
+    CREATE TABLE incidents (
+        mine_id text NOT NULL,
+        id text NOT NULL,
+        kind text NOT NULL,
+        state text NOT NULL,
+        opened_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        drill boolean NOT NULL DEFAULT false,
+        data jsonb NOT NULL,
+        data_text text NOT NULL,
+        PRIMARY KEY (mine_id, id)
+    );
+    CREATE INDEX incidents_opened ON incidents (mine_id, opened_at);
+    CREATE INDEX incidents_open ON incidents (mine_id) WHERE state = 'open';
+    """
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "readings, rollups, alarms, commands, journal", _v1),
     Migration(2, "dead letters (refused input with its reason)", _v2),
+    Migration(3, "incidents (workflow runs, upserted by id, newest update wins)", _v3),
 ]
 
 

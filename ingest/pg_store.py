@@ -20,13 +20,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.pg_schema import NATIVE, ROLLUPS, TIMESCALE, detect_mode, migrate
-from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter, IncidentRecord
 from minewatch.store import (
     GENESIS_HASH,
     RESOLUTION_S,
     AlarmQuery,
     CommandQuery,
     HistoryQuery,
+    IncidentQuery,
     JournalRow,
     ReadingRow,
     Retention,
@@ -34,6 +35,7 @@ from minewatch.store import (
     WriteResult,
     alarm_where,
     command_where,
+    incident_where,
     journal_hash,
     normalise,
 )
@@ -222,6 +224,33 @@ class PostgresStore:
                                      "ORDER BY issued_at DESC, id DESC LIMIT %s",
                                      [*w.args, q.limit])
             return [CommandRecord.from_dict(r[0]) for r in await cur.fetchall()]
+
+    # --- incidents -------------------------------------------------------------------------
+    async def save_incident(self, incident: IncidentRecord) -> None:
+        data = normalise(incident.data)
+        async with self._pool.connection() as conn:
+            # The newest ``updated_at`` wins (an equal one overwrites): an older record
+            # replayed from the spool never undoes a newer state.
+            await conn.execute(
+                "INSERT INTO incidents (mine_id, id, kind, state, opened_at, updated_at, drill, "
+                "data, data_text) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (mine_id, id) DO UPDATE SET kind = EXCLUDED.kind, "
+                "state = EXCLUDED.state, opened_at = EXCLUDED.opened_at, "
+                "updated_at = EXCLUDED.updated_at, drill = EXCLUDED.drill, "
+                "data = EXCLUDED.data, data_text = EXCLUDED.data_text "
+                "WHERE incidents.updated_at <= EXCLUDED.updated_at",
+                (self.mine_id, incident.id, incident.kind, incident.state, incident.opened_at,
+                 incident.updated_at, incident.drill, Jsonb(data),
+                 json.dumps(data, ensure_ascii=False)))
+
+    async def incidents(self, q: IncidentQuery) -> list[IncidentRecord]:
+        w = incident_where(q, Where("%s", "mine_id = %s", [self.mine_id]))
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, kind, state, opened_at, updated_at, drill, data_text FROM incidents "
+                f"WHERE {w.sql} ORDER BY opened_at DESC, id DESC LIMIT %s", [*w.args, q.limit])
+            return [IncidentRecord(i, k, s, o, u, d, json.loads(text))
+                    for i, k, s, o, u, d, text in await cur.fetchall()]
 
     # --- journal ---------------------------------------------------------------------------
     async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],

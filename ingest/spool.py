@@ -25,6 +25,13 @@ as well. Kinds:
   keeps the float arrays 8-byte aligned within the payload).
 - 3 alarm, 4 command, 5 journal (JSON, NaN allowed): each carries a unique ``key`` (uuid hex)
   that the writer passes to ``append_journal`` so a replayed op is never journaled twice.
+- 6 dead letter (JSON): refused input, stored once by its ``key``.
+- 7 incident (JSON): ``{"at", "record", "key"}``, an incident upserted by id where the newest
+  ``updated_at`` wins, so a replay is harmless (its steps are journaled by separate ops).
+
+Kind numbers are never reused or renumbered: a new kind takes the next number. (A reader
+older than a kind stops at the first such record as if it were corrupt, so a spool must be
+drained before downgrading past the version that added a kind.)
 
 A new process never appends to an old segment: ``open`` scans the segments after the
 checkpoint (CRC-checked), fixes each one's readable end at its last good record — a torn tail
@@ -60,10 +67,12 @@ MAGIC = b"MW"
 HEADER = struct.Struct("<2sBBII")  # magic, kind, flags, payload length, crc32
 READINGS_PREFIX = struct.Struct("<dB3xI")  # received_at, drill, n
 KIND_SEGMENT, KIND_READINGS, KIND_ALARM, KIND_COMMAND, KIND_JOURNAL, KIND_DEAD = 1, 2, 3, 4, 5, 6
+KIND_INCIDENT = 7
 KIND_NAMES = {KIND_SEGMENT: "segment", KIND_READINGS: "readings", KIND_ALARM: "alarm",
-              KIND_COMMAND: "command", KIND_JOURNAL: "journal", KIND_DEAD: "dead_letter"}
+              KIND_COMMAND: "command", KIND_JOURNAL: "journal", KIND_DEAD: "dead_letter",
+              KIND_INCIDENT: "incident"}
 JSON_KINDS = {"alarm": KIND_ALARM, "command": KIND_COMMAND, "journal": KIND_JOURNAL,
-              "dead_letter": KIND_DEAD}
+              "dead_letter": KIND_DEAD, "incident": KIND_INCIDENT}
 SUFFIX = ".seg"
 CHECKPOINT = "checkpoint.json"
 MAX_PAYLOAD = 1 << 30  # a length beyond this is garbage, not a record
@@ -121,7 +130,7 @@ class Readings:
 class Op:
     """One record read back: ``end`` is where the checkpoint goes once it is applied."""
 
-    kind: str  # "readings", "alarm", "command", "journal"
+    kind: str  # "readings", "alarm", "command", "journal", "dead_letter", "incident"
     start: Position
     end: Position
     readings: Readings | None = None
@@ -377,7 +386,7 @@ class Spool:
         self._append(KIND_READINGS, parts)
 
     def append_op(self, kind: str, data: dict[str, Any]) -> str:
-        """Append an alarm/command/journal op; returns its idempotency key."""
+        """Append a JSON op (a ``JSON_KINDS`` name); returns its idempotency key."""
         key = data.setdefault("key", uuid.uuid4().hex)
         payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
         self._append(JSON_KINDS[kind], [payload])

@@ -17,13 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter, IncidentRecord
 from minewatch.store import (
     GENESIS_HASH,
     RESOLUTION_S,
     AlarmQuery,
     CommandQuery,
     HistoryQuery,
+    IncidentQuery,
     JournalRow,
     ReadingRow,
     Retention,
@@ -31,6 +32,7 @@ from minewatch.store import (
     WriteResult,
     alarm_where,
     command_where,
+    incident_where,
     journal_hash,
     normalise,
 )
@@ -65,6 +67,16 @@ CREATE TABLE IF NOT EXISTS commands (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS commands_issued ON commands (issued_at);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    drill INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_opened ON incidents (opened_at);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -90,7 +102,6 @@ CREATE TABLE IF NOT EXISTS journal_anchor (
     hash TEXT NOT NULL
 );
 """
-
 
 
 def _in(column: str, values: tuple, args: list) -> str:
@@ -230,6 +241,33 @@ class SqliteStore:
         rows = self.db.execute(f"SELECT record FROM commands WHERE {w.sql} "
                                "ORDER BY issued_at DESC, id DESC LIMIT ?", [*w.args, q.limit])
         return [CommandRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    # --- incidents -------------------------------------------------------------------------
+    async def save_incident(self, incident: IncidentRecord) -> None:
+        await self._run(self._save_incident, incident)
+
+    def _save_incident(self, inc: IncidentRecord) -> None:
+        # The newest ``updated_at`` wins (an equal one overwrites): an older record replayed
+        # from the spool never undoes a newer state.
+        self.db.execute(
+            "INSERT INTO incidents (id, kind, state, opened_at, updated_at, drill, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "kind = excluded.kind, state = excluded.state, opened_at = excluded.opened_at, "
+            "updated_at = excluded.updated_at, drill = excluded.drill, data = excluded.data "
+            "WHERE incidents.updated_at <= excluded.updated_at",
+            (inc.id, inc.kind, inc.state, inc.opened_at, inc.updated_at, int(inc.drill),
+             json.dumps(normalise(inc.data), ensure_ascii=False)))
+
+    async def incidents(self, q: IncidentQuery) -> list[IncidentRecord]:
+        return await self._run(self._incidents, q)
+
+    def _incidents(self, q: IncidentQuery) -> list[IncidentRecord]:
+        w = incident_where(q, Where("?"))
+        rows = self.db.execute(
+            "SELECT id, kind, state, opened_at, updated_at, drill, data FROM incidents "
+            f"WHERE {w.sql} ORDER BY opened_at DESC, id DESC LIMIT ?", [*w.args, q.limit])
+        return [IncidentRecord(i, k, s, o, u, bool(d), json.loads(data))
+                for i, k, s, o, u, d, data in rows]
 
     # --- journal ---------------------------------------------------------------------------
     async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],

@@ -4,10 +4,11 @@ Why a separate task over a log rather than writes from the hot path: the store m
 down (PostgreSQL restarting, a full disk), and the service must keep alarming and cutting
 power meanwhile. The writer reads from the spool's checkpoint, applies ops in the order they
 were appended — consecutive reading batches as one ``write_readings`` call, alarm and command
-saves each with their journal entry — and moves the checkpoint only after the store call
-returned. On a store error it backs off (0.2 s doubling to 5 s) and retries from the
-checkpoint, so nothing is skipped. An op applied but not checkpointed (crash, error between
-two calls) is applied again: readings count as duplicates, journal keys are not doubled.
+saves each with their journal entry, incident upserts on their own — and moves the
+checkpoint only after the store call returned. On a store error it backs off (0.2 s doubling
+to 5 s) and retries from the checkpoint, so nothing is skipped. An op applied but not
+checkpointed (crash, error between two calls) is applied again: readings count as
+duplicates, journal keys are not doubled, an incident upsert never goes back in time.
 
 Reading and decoding the spool happen in a worker thread so a large replay after an outage
 does not stall the event loop (the hot path's latency target is a few milliseconds).
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.spool import Op, Position, Spool
-from minewatch.records import AlarmRecord, CommandRecord, DeadLetter
+from minewatch.records import AlarmRecord, CommandRecord, DeadLetter, IncidentRecord
 from minewatch.store import ReadingRow, Store
 
 log = logging.getLogger("minewatch.ingest.writer")
@@ -210,6 +211,11 @@ class StoreWriter:
         elif op.kind == "dead_letter":
             await self.store.save_dead_letter(DeadLetter(
                 d["key"], d["at"], d["source"], d["reason"], d["detail"], d["payload"]))
+            return
+        elif op.kind == "incident":
+            # No journal row: the service journals the incident's steps as their own ops.
+            # Idempotent: an upsert where the newest ``updated_at`` wins.
+            await self.store.save_incident(IncidentRecord.from_dict(d["record"]))
             return
         else:
             log.error("spool op of unknown kind %r at %s skipped", op.kind, op.start)

@@ -33,6 +33,7 @@ from alarms.engine import (
     new_state,
     sweep_stale,
 )
+from alarms.incidents import AlarmInfo, Effect, Incident, IncidentBook, Layout
 from alarms.integrity import (
     REASONS,
     integrity_message,
@@ -71,7 +72,7 @@ from alarms.trend import (
     trend_message,
     trend_state_for,
 )
-from alarms.workflows import PowerCutWorkflow
+from alarms.workflows import PowerCutWorkflow, RestoreRefused
 from ingest.modbus import ModbusCollector
 from ingest.mqtt import MqttLink
 from ingest.mqtt_payload import PointInfo, Reject
@@ -80,14 +81,17 @@ from ingest.sqlite_store import SqliteStore
 from ingest.writer import StoreWriter, WriterStats
 from minewatch.broker import ENGINE_USER, BrokerProcess, write_config
 from minewatch.bus import EventBus
+from minewatch.emergency import Emergency
 from minewatch.events import HEARTBEAT_S, event
 from minewatch.mine import Mine, Point, Relay, ResolvedLimits, Thresholds, resolve_limits
+from minewatch.notify import Notification, Notifier
 from minewatch.readings import Batch, Quality, iso
-from minewatch.records import AlarmRecord, CommandRecord
+from minewatch.records import AlarmRecord, CommandRecord, IncidentRecord
 from minewatch.settings import Settings
-from minewatch.store import AlarmQuery, CommandQuery, Retention, Store
+from minewatch.store import AlarmQuery, CommandQuery, IncidentQuery, Retention, Store
 from minewatch.tuning import tune_malloc
 from simulators.mine import SimulatedMine
+from simulators.personnel import SimulatedPersonnel
 
 log = logging.getLogger("minewatch.service")
 
@@ -199,6 +203,7 @@ class Service:
                                   fsync_interval=settings.spool_fsync_ms / 1000,
                                   stats=self.counters.writer)
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
         self.ports: dict[str, int] = {}
         self.broker: BrokerProcess | None = None
         self.mqtt: MqttLink | None = None
@@ -227,6 +232,15 @@ class Service:
         self.flooding: dict[int, float] = {}  # operator position → flood start
         self.places = places_from_mine(self.mine)
         self.downwind = downwind_from_mine(self.mine)
+        # Emergency workflows (incidents): power cut → evacuation → report chain → restore.
+        self.emergency = Emergency.load(settings.emergency)
+        pc = self.emergency.personnel
+        self.personnel = SimulatedPersonnel(pc.people, pc.exit_per_s) \
+            if pc.simulated and settings.simulate else None
+        self.incidents = IncidentBook(
+            self.emergency, Layout.from_mine(self.mine), f"I{int(time.time() * 1000):x}",
+            people=self.personnel.count if self.personnel else None)
+        self.notifier = Notifier(self.emergency, self._notified)
         tune_malloc()
 
     def _airflow_links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -300,6 +314,8 @@ class Service:
         self.book.restore(open_alarms, shelves=shelves, out_of_service=oos)
         latches_from_journal(self.locks_topo, self.locks, rows)
         self._calibrations_from_journal(rows)
+        self.incidents.restore(Incident.from_dict(r.data) for r in await self.store.incidents(
+            IncidentQuery(state="open", limit=10_000)))
         for rec in open_alarms:  # the rules resume with the conditions still open
             slot = self.slot_of.get(rec.point_id)
             if slot is None or not rec.active:
@@ -416,6 +432,7 @@ class Service:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        await self.notifier.close()
         if self.mqtt is not None:
             await self.mqtt.stop()
         await self.writer.stop(self.settings.spool_stop_timeout_s)
@@ -569,6 +586,11 @@ class Service:
                                     alarm_id=rec.id)
         if transition not in ("raised", "returned"):
             return
+        if transition == "raised" and rec.point_id in self.slot_of:
+            inc, effects = self.incidents.on_alarm(AlarmInfo(
+                rec.id, rec.point_id, rec.kind, rec.value, rec.raised_at, rec.drill), time.time())
+            if inc is not None:
+                self._incident_changed(inc, effects)
         if transition == "raised" and rec.annunciated and rec.kind not in ALARM_KINDS \
                 and rec.kind != "alarm_flood":
             slot = self.slot_of.get(rec.point_id)
@@ -607,6 +629,83 @@ class Service:
         self.bus.publish("alarms", {"type": "command", "command": body})
         if self.mqtt is not None:
             self.mqtt.publish_event(self._event("command", command=body))
+        for inc, effects in self.incidents.on_command(cmd, time.time()):
+            self._incident_changed(inc, effects)
+
+    # --- incidents -----------------------------------------------------------------------------
+    def _incident_changed(self, inc: Incident, effects: list[Effect]) -> None:
+        """Carry out a workflow's effects, then persist and push the incident."""
+        for e in effects:
+            if e.kind == "journal":
+                self._journal(e.target, inc.id, {**e.data, "incident": inc.id})
+            elif e.kind == "notify":
+                if e.target.startswith("area:") and self.personnel is not None:
+                    self.personnel.evacuate(e.target[5:])
+                self.notifier.send(inc.id, e.target, e.message, inc.drill)
+            elif e.kind == "cut":
+                relays = [self.mine.relay_by_id[r] for r in e.relays]
+                task = asyncio.get_running_loop().create_task(self.power.cut_relays(
+                    relays, f"{inc.title}: {e.message}", inc.root_alarm_id, None, force=True,
+                    by="engine"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        rec = IncidentRecord(inc.id, inc.kind, inc.state, inc.opened_at, inc.updated_at,
+                             inc.drill, inc.to_dict())
+        self._spool_op("incident", {"at": inc.updated_at, "record": rec.to_dict()})
+        body = self.incident_json(inc)
+        self.bus.publish("alarms", {"type": "incident", "incident": body})
+        if self.mqtt is not None:
+            self.mqtt.publish_event(self._event("incident", incident=body))
+
+    def _notified(self, n: Notification) -> None:
+        self._journal("notification_" + n.result, n.incident, n.to_dict())
+
+    def incident_json(self, inc: Incident) -> dict[str, Any]:
+        d = inc.to_dict()
+        for k in ("opened_at", "closed_at", "updated_at"):
+            d[k] = iso(d[k]) if d.get(k) is not None else None
+        now = time.time()
+        for st in d["steps"]:
+            for k in ("deadline", "started_at", "done_at"):
+                st[k] = iso(st[k]) if st.get(k) is not None else None
+            dl = next(x.deadline for x in inc.steps if x.name == st["name"])
+            st["remaining_s"] = round(dl - now, 1) if dl is not None and \
+                st["state"] in ("active", "pending") else None
+            if st["name"].startswith("evacuate:") and st["state"] != "done" and self.personnel:
+                st["extra"]["people"] = self.personnel.count(st["extra"]["area"])
+        d["area_names"] = {a: self.mine.area_by_id[a].name for a in inc.evac_areas
+                           if a in self.mine.area_by_id}
+        peak = dict(inc.peak)
+        if peak.get("at") is not None:
+            peak["at"] = iso(peak["at"])
+        d["peak"] = peak
+        return d
+
+    async def restore_relay(self, relay_id: str, user: str, reason: str) -> CommandRecord:
+        """Manual restore under the safety rules (RestoreRefused says why in Chinese)."""
+        cmd = await self.power.restore(relay_id, user, reason, self.restore_blocker,
+                                       self.relay_block(relay_id))
+        if cmd.result != "failed":
+            self.released(relay_id, user)
+        return cmd
+
+    async def restore_incident(self, incident_id: str, user: str, reason: str,
+                               ) -> list[CommandRecord]:
+        """Restore every still-cut relay of an incident's range: all or none (each relay is
+        checked first, so a refusal leaves the range as it is)."""
+        inc = self.incidents.incidents.get(incident_id)
+        if inc is None:
+            raise KeyError(incident_id)
+        cut = [r for r in inc.relays + inc.wider_relays if self.power.relay_cut.get(r)]
+        blocked = []
+        for r in cut:
+            why = [m for p in self.power.guards[r] if (m := self.restore_blocker(p.id))]
+            if (b := self.relay_block(r)) is not None:
+                why.append(b)
+            blocked += why
+        if blocked:
+            raise RestoreRefused("拒绝复电: " + "; ".join(dict.fromkeys(blocked)))
+        return [await self.restore_relay(r, user, reason) for r in cut]
 
     def _after_settle(self, cmd: CommandRecord) -> None:
         if cmd.result == "unverified" and cmd.action == "cut":
@@ -652,6 +751,7 @@ class Service:
                 self._alarm_changed(rec, transition)
             for rec, transition in self.book.expire_shelves(now):
                 self._alarm_changed(rec, transition)
+            self._incident_tick(now)
             for cmd in self.power.check(now):
                 self._after_settle(cmd)
             self._system_alarm(
@@ -660,6 +760,17 @@ class Service:
                 f"{self.settings.spool_max_bytes / 1e6:.1f} MB，"
                 "请检查数据库连接（数据仍在写入缓存）")
             await asyncio.sleep(tick)
+
+    def _incident_tick(self, now: float) -> None:
+        """Deadlines and escalation; the methane peak in each open incident's areas."""
+        for inc, effects in self.incidents.tick(now):
+            self._incident_changed(inc, effects)
+        if not self.incidents.open_incidents():
+            return
+        for slot, p in enumerate(self.points):
+            if p.kind == "ch4" and self.engine.quality[slot] == Quality.OK:
+                self.incidents.observe_peak(p.id, float(self.engine.value[slot]),
+                                            float(self.engine.ts[slot]))
 
     def _trend_changed(self, events) -> None:
         """Raise / clear ``trend`` (early warning with the forecast time to the limit)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from minewatch.emergency import DEFAULT_EMERGENCY
 from minewatch.mine import DEFAULT_THRESHOLDS, SAMPLE_MINE
 
 
@@ -17,6 +18,7 @@ class Settings(BaseSettings):
     port: int = 8000
     mine_config: Path = SAMPLE_MINE
     thresholds: Path = DEFAULT_THRESHOLDS
+    emergency: Path = DEFAULT_EMERGENCY  # workflows, duty roster, notification endpoints
     data_dir: Path = Path("data")
     database_url: str | None = None
     # MQTT broker for the engine: mqtt://user:password@host:port. Without it, and with

@@ -168,6 +168,21 @@ class Where:
             self.args.append(list(values))
 
 
+def incident_where(q: IncidentQuery, w: Where) -> Where:
+    """The incident filter in either dialect, shared by both backends so they filter alike."""
+    if q.t_from is not None:
+        w.add("opened_at >= {}", q.t_from)
+    if q.t_to is not None:
+        w.add("opened_at < {}", q.t_to)
+    if q.state:
+        w.add("state = {}", q.state)
+    if q.ids:
+        w.isin("id", q.ids)
+    if q.drill is not None:
+        w.add("drill = {}", q.drill)
+    return w
+
+
 def alarm_where(q: AlarmQuery, w: Where) -> Where:
     if q.state == "active":
         w.isin("state", ("unack_active", "ack_active"))

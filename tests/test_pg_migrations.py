@@ -8,7 +8,8 @@ import psycopg
 
 from ingest.pg_schema import MIGRATIONS, NATIVE, Migration, detect_mode, migrate
 from ingest.pg_store import PostgresStore
-from minewatch.store import Retention
+from minewatch.records import IncidentRecord
+from minewatch.store import IncidentQuery, Retention
 
 T0 = 1_790_006_400.0
 
@@ -33,6 +34,34 @@ async def test_migrations_apply_once_even_with_concurrent_workers(pg_url):
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_database_at_version_2_is_upgraded_with_the_incidents_table(pg_url):
+    assert [m.version for m in MIGRATIONS[:3]] == [1, 2, 3]
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        # A database as the release before incidents left it, with a dead letter in it.
+        assert await migrate(conn, NATIVE, Retention(), MIGRATIONS[:2]) == [1, 2]
+        await conn.execute("INSERT INTO dead_letters VALUES ('demo', 'k1', 1, 's', 'r', 'd', "
+                           "'p')")
+        cur = await conn.execute("SELECT to_regclass('incidents') IS NULL")
+        assert (await cur.fetchone())[0]
+    store = PostgresStore(pg_url, "demo")
+    await store.open()  # applies migration 3 (and any later ones)
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT version FROM schema_migrations ORDER BY 1")
+            assert [r[0] for r in await cur.fetchall()] == [m.version for m in MIGRATIONS]
+            cur = await conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'incidents' ORDER BY 1")
+            assert [r[0] for r in await cur.fetchall()] == [
+                "incidents_open", "incidents_opened", "incidents_pkey"]
+            assert await migrate(conn, NATIVE, Retention()) == []
+        assert len(await store.dead_letters(None, None, 10)) == 1
+        inc = IncidentRecord("I1", "gas_overlimit", "open", T0, T0, False, {"k": "断电"})
+        await store.save_incident(inc)
+        assert await store.incidents(IncidentQuery()) == [inc]
+    finally:
+        await store.close()
 
 
 async def test_without_timescaledb_readings_are_range_partitioned_by_day(pg_url):

@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ingest.spool import CHECKPOINT, Spool, list_segments
+from ingest.spool import CHECKPOINT, KIND_NAMES, Spool, iter_ops, list_segments
 from ingest.sqlite_store import SqliteStore
 from ingest.writer import StoreWriter
-from minewatch.records import AlarmRecord, CommandRecord
-from minewatch.store import AlarmQuery, CommandQuery, verify_journal
+from minewatch.records import AlarmRecord, CommandRecord, IncidentRecord
+from minewatch.store import AlarmQuery, CommandQuery, IncidentQuery, verify_journal
+from tests.conftest import make_store
 
 IDS = [f"001A{i:02d}" for i in range(1, 11)]
 T0 = 1_790_006_400.0
@@ -231,3 +232,60 @@ async def test_restart_after_apply_before_checkpoint_counts_duplicates(tmp_path)
     assert spool.stats.recovered_ops == 0
     spool.close()
     await store.close()
+
+
+def test_spool_kind_numbers_are_stable():
+    # The on-disk format: existing kinds keep their numbers, a new kind takes the next one.
+    assert KIND_NAMES == {1: "segment", 2: "readings", 3: "alarm", 4: "command", 5: "journal",
+                          6: "dead_letter", 7: "incident"}
+
+
+async def _drain(spool: Spool, store: Any) -> StoreWriter:
+    writer = StoreWriter(spool, store)
+    writer.start()
+    assert await writer.wait_idle(10)
+    assert await writer.stop(5)
+    assert writer.stats.store_errors == 0 and writer.stats.journal_duplicates == 0
+    assert writer.stats.applied_ops == 5
+    return writer
+
+
+async def test_incident_ops_replayed_are_stored_once_with_the_newest_state(tmp_path, backend):
+    spool = Spool(tmp_path / "spool", IDS, fsync=False)
+    spool.open()
+    store = make_store(backend)
+    await store.open()
+    inc = IncidentRecord("I1", "gas_overlimit", "open", T0, T0 + 1, False,
+                         {"steps": [{"name": "power_cut", "at": T0 + 1, "by": "engine"}],
+                          "area": "1101 回风巷", "peak": 1.83})
+    spool.append_op("incident", {"at": inc.updated_at, "record": inc.to_dict()})
+    _batch(spool, T0)
+    inc.data["steps"].append({"name": "evacuation", "at": T0 + 2, "by": "调度员"})
+    inc.updated_at = T0 + 2
+    spool.append_op("incident", {"at": inc.updated_at, "record": inc.to_dict()})
+    newest = IncidentRecord("I1", "gas_overlimit", "closed", T0, T0 + 9, False,
+                            {**inc.data, "closed_by": "矿长"})
+    key = spool.append_op("incident", {"at": newest.updated_at, "record": newest.to_dict()})
+    # A stale state arriving after the newer one (appended out of order) must not win.
+    stale = IncidentRecord("I1", "gas_overlimit", "open", T0, T0 + 1.5, False, {"stale": True})
+    spool.append_op("incident", {"at": stale.updated_at, "record": stale.to_dict()})
+    ops = [o for o in iter_ops(tmp_path / "spool") if o.kind == "incident"]
+    assert len(ops) == 4 and ops[2].data["key"] == key
+    assert ops[2].data["record"] == newest.to_dict()
+    try:
+        await _drain(spool, store)
+        assert await store.incidents(IncidentQuery()) == [newest]
+        assert await store.journal() == []  # incident steps are journaled separately
+        # The process died before the checkpoint reached the disk: every op is applied again.
+        spool.close()
+        (tmp_path / "spool" / CHECKPOINT).unlink()
+        spool = Spool(tmp_path / "spool", IDS, fsync=False)
+        spool.open()
+        assert spool.stats.recovered_ops == 5
+        writer = await _drain(spool, store)
+        assert writer.stats.duplicates == 10  # the readings batch, replayed
+        assert await store.incidents(IncidentQuery()) == [newest]
+        assert await store.journal() == []
+    finally:
+        spool.close()
+        await store.close()
