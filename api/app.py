@@ -297,7 +297,9 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     async def ws_alarms(ws: WebSocket) -> None:
         await ws.accept()
         snapshot = {"type": "snapshot",
-                    "alarms": [service.alarm_json(r) for r in service.book.open.values()]}
+                    "alarms": [service.alarm_json(r) for r in service.book.open.values()],
+                    "incidents": [service.incident_json(i)
+                                  for i in service.incidents.open_incidents()]}
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await _pump(ws, service, "alarms", [snapshot])
 

@@ -97,3 +97,34 @@ def test_stuck_relay_is_retried_then_escalated_as_cut_failure(service: RunningSe
     s.wait_for(lambda: wider <= {r["relay"] for r in s.get("/api/v1/sim").json()["relays"]
                                  if r["open"]}, timeout=5)
     s.inject("clear", POINT)
+
+
+def test_each_step_is_pushed_over_the_websocket(shared_service: RunningService):
+    import asyncio
+    import json
+    import time
+
+    from websockets.asyncio.client import connect
+
+    s = shared_service
+
+    async def run() -> list[dict]:
+        got: list[dict] = []
+        async with connect(s.url.replace("http", "ws") + "/ws/alarms") as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert first["type"] == "snapshot" and "incidents" in first
+            await asyncio.to_thread(s.inject, "gas-overlimit", "002A01")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+                if msg["type"] == "incident":
+                    got.append(msg["incident"])
+                    if _step(msg["incident"], "power_verified")["state"] == "done":
+                        return got
+        raise AssertionError(f"no verified incident pushed: {got}")
+
+    pushed = asyncio.run(run())
+    assert pushed[0]["point_id"] == "002A01"
+    states = [_step(i, "power_cut")["state"] for i in pushed]
+    assert states[-1] == "done"
+    s.inject("clear", "002A01")

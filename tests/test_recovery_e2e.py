@@ -75,3 +75,34 @@ def test_latches_shelves_and_calibrations_survive_a_restart(tmp_path: Path, back
         svc.wait_for(lambda: not _lockout(svc, HEADING_RELAY)["locks"], timeout=5)
     finally:
         svc.stop()
+
+
+def test_an_open_incident_survives_a_restart(tmp_path: Path):
+    data_dir = tmp_path / "data"
+    svc = start_service(tmp_path, data_dir=data_dir)
+    try:
+        svc.inject("gas-overlimit", "001A02")
+        inc = svc.wait_for(lambda: next(iter(svc.get(
+            "/api/v1/incidents", params={"state": "open"}).json()), None), timeout=10)
+        r = svc.post(f"/api/v1/incidents/{inc['id']}/steps/report:shift_leader/ack",
+                     json={"user": "张建国"})
+        assert r.status_code == 200, r.text
+        # Stored (the writer is asynchronous): the acknowledgement is in the journal.
+        svc.wait_for(lambda: svc.get("/api/v1/journal", params={
+            "event": "incident_step_done"}).json()["rows"], timeout=10)
+    finally:
+        svc.stop()
+    svc = start_service(tmp_path, data_dir=data_dir)
+    try:
+        again = svc.get(f"/api/v1/incidents/{inc['id']}").json()
+        assert again["state"] == "open"
+        steps = {s["name"]: s for s in again["steps"]}
+        assert steps["report:shift_leader"]["state"] == "done"
+        assert steps["report:shift_leader"]["by"] == "张建国"
+        assert steps["report:dispatch"]["state"] == "active"  # the chain goes on
+        # It is still the live incident: acknowledging works after the restart.
+        r = svc.post(f"/api/v1/incidents/{inc['id']}/steps/report:dispatch/ack",
+                     json={"user": "李明"})
+        assert r.status_code == 200, r.text
+    finally:
+        svc.stop()
