@@ -1,4 +1,9 @@
 # minewatch service image. The same install steps as scripts/setup.sh (pinned by constraints.txt).
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
@@ -9,6 +14,8 @@ COPY alarms ./alarms
 COPY api ./api
 COPY dashboard ./dashboard
 COPY simulators ./simulators
+COPY --from=web /web/node_modules/echarts/dist /opt/echarts
+ENV MINEWATCH_VENDOR_DIR=/opt/echarts
 RUN pip install -c constraints.txt . && useradd --system --home /data minewatch \
     && mkdir -p /data && chown minewatch /data
 USER minewatch

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,11 +33,13 @@ from api.incidents import router as incidents_router
 from api.lifecycle import router as lifecycle_router
 from api.params import optional_period, period
 from api.regulators import router as regulators_router
-from dashboard import STATIC_DIR
+from dashboard import STATIC_DIR, VENDOR_DIR
 from minewatch.readings import Quality, iso
 from minewatch.service import Service
 from minewatch.store import AlarmQuery, CommandQuery, HistoryQuery
 from simulators.mine import SCENARIOS, ScenarioError
+
+log = logging.getLogger("minewatch.api")
 
 MAX_RANGE_S = 31 * 86400
 MAX_LIMIT = 100_000
@@ -312,4 +315,8 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     app.mount("/dashboard", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
+    if VENDOR_DIR.is_dir():
+        app.mount("/vendor", StaticFiles(directory=VENDOR_DIR), name="vendor")
+    else:  # the screen still works, without trend charts
+        log.warning("chart library missing (%s): run scripts/setup.sh", VENDOR_DIR)
     return app

@@ -7,6 +7,7 @@ mode="${1:-run}"
 PY="${PYTHON:-python3}"
 
 need_apt=()
+command -v npm >/dev/null || need_apt+=(nodejs npm)  # the wall screen's chart library
 if [ "$mode" = test ]; then
   command -v chromium >/dev/null || need_apt+=(chromium)
   command -v mosquitto >/dev/null || need_apt+=(mosquitto mosquitto-clients)
@@ -33,4 +34,11 @@ if [ ! -f "$stamp" ]; then
   [ "$mode" = test ] && extra="[dev]"
   .venv/bin/pip install -q -c constraints.txt -e ".$extra"
   touch "$stamp"
+fi
+
+# Front-end libraries (ECharts) from the npm registry, pinned by dashboard/package-lock.json.
+if [ ! -f dashboard/node_modules/.package-lock.json ] || \
+   ! cmp -s dashboard/package-lock.json dashboard/node_modules/.package-lock.json.src 2>/dev/null; then
+  npm ci --prefix dashboard --no-audit --no-fund --loglevel=error
+  cp dashboard/package-lock.json dashboard/node_modules/.package-lock.json.src
 fi
