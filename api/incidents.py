@@ -7,6 +7,7 @@ rules in alarms/workflows.py; every change is journaled and pushed by the servic
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import math
 import time
@@ -170,7 +171,16 @@ async def duty(request: Request) -> dict[str, Any]:
     now = time.time()
     shift = s.emergency.shift_at(now)
     levels = next(iter(s.emergency.workflows.values())).report
+    start = None
+    if shift is not None:
+        today = dt.datetime.fromtimestamp(now)
+        begin = today.replace(hour=shift.start.hour, minute=shift.start.minute, second=0,
+                              microsecond=0)
+        if begin > today:
+            begin -= dt.timedelta(days=1)
+        start = begin.timestamp()
     return {"shift": shift.shift if shift else None,
+            "shift_start": iso(start) if start is not None else None,
             "on_duty": [{"level": lv.level, "title": lv.title,
                          "name": s.emergency.on_duty(lv.level, now)} for lv in levels],
             "roster": [r.model_dump(mode="json") for r in s.emergency.roster]}
