@@ -9,6 +9,15 @@ Per mine it keeps: the name, when the last live message arrived (city clock) and
 ``cleared`` is dropped; a stale replay of an older state cannot bring it back), open incidents,
 recent commands, and relays cut since the last heartbeat.
 
+Incidents (``type: "incident"``, body = the mine's ``Service.incident_json``) are upserted by
+id; an older state (by the incident's ``updated_at``) never overwrites a newer one, and a
+closed incident leaves the open list for good (a stale replay of an open state cannot bring it
+back). The view of an incident adds ``report_chain``: one row per ``report:<level>`` step with
+who was notified (``to``), its state (pending = not yet notified, active = waiting for the
+acknowledgement, done, overdue) and ``remaining_s`` counted down on the city clock from the
+step's deadline. Opening and closing an incident, and a report level going overdue, are also
+entries of the feed (``kind: "incident"``).
+
 Tile status precedence (first that holds):
 ``no_data`` (no live message for ``quiet_after_s``: whatever else we last knew is out of date)
 > ``incident`` (an open incident workflow) > ``power_cut`` (relays cut per the last heartbeat
@@ -43,6 +52,10 @@ RESTORE_RESULTS_EFFECTIVE = ("sent", "verified")
 SUMMARY_NUMBERS = ("points", "open_alarms", "unacked_alarms", "cut_relays", "max_ch4",
                    "stale_points", "substations_online", "substations")
 MAX_ID_LEN = 200
+INCIDENT_KEYS = ("id", "kind", "title", "state", "drill", "opened_at", "closed_at",
+                 "closed_by", "updated_at", "point_id", "point_name", "areas", "evac_areas",
+                 "area_names", "relays", "wider_relays", "peak", "alarms")
+REPORT_PREFIX = "report:"
 FEED_SIZE = 500
 COMMANDS_PER_MINE = 20
 TOMBSTONES = 5000
@@ -95,7 +108,9 @@ class MineState:
     heartbeat_seen: float | None = None
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)  # open alarms by id
     tombstones: OrderedDict[str, float] = field(default_factory=OrderedDict)  # cleared id → t
-    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # open, by id
+    incident_seen: dict[str, float] = field(default_factory=dict)  # id → city clock received
+    closed_incidents: OrderedDict[str, float] = field(default_factory=OrderedDict)  # id → t
     commands: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     cut_since_hb: set[str] = field(default_factory=set)
     restored_since_hb: set[str] = field(default_factory=set)
@@ -223,10 +238,7 @@ class CityState:
         elif kind == "heartbeat":
             summary = self._check_summary(ev.get("summary"))
         elif kind == "incident":
-            incident = ev.get("incident")
-            if not isinstance(incident, dict):
-                raise BadEvent("incident")
-            _ident(incident.get("id"), "incident_id")
+            incident = self._check_incident(ev.get("incident"))
         m = self._mine(mine_id, name)
         now = self.clock()
         if not retained:
@@ -244,7 +256,7 @@ class CityState:
             m.cut_since_hb.clear()
             m.restored_since_hb.clear()
         elif kind == "incident":
-            self._apply_incident(m, incident)
+            self._apply_incident(m, incident, at)
         else:
             self.unknown_types[kind] += 1
         self.version += 1
@@ -288,6 +300,29 @@ class CityState:
         if sev is not None and (isinstance(sev, bool) or not isinstance(sev, int)):
             raise BadEvent("alarm_severity")
         return alarm
+
+    @staticmethod
+    def _check_incident(incident: Any) -> dict[str, Any]:
+        if not isinstance(incident, dict):
+            raise BadEvent("incident")
+        _ident(incident.get("id"), "incident_id")
+        state = incident.get("state", incident.get("status"))
+        if state is not None and not isinstance(state, str):
+            raise BadEvent("incident_state")
+        for key in ("title", "kind", "point_id", "point_name"):
+            if incident.get(key) is not None and not isinstance(incident.get(key), str):
+                raise BadEvent(f"incident_{key}")
+        steps = incident.get("steps")
+        if steps is not None:
+            if not isinstance(steps, list):
+                raise BadEvent("incident_steps")
+            for st in steps:
+                if not isinstance(st, dict) or not isinstance(st.get("name"), str) \
+                        or not isinstance(st.get("state"), str):
+                    raise BadEvent("incident_steps")
+                if st.get("extra") is not None and not isinstance(st.get("extra"), dict):
+                    raise BadEvent("incident_steps")
+        return incident
 
     @staticmethod
     def _check_summary(summary: Any) -> dict[str, Any]:
@@ -345,13 +380,43 @@ class CityState:
             m.restored_since_hb.add(target)
             m.cut_since_hb.discard(target)
 
-    @staticmethod
-    def _apply_incident(m: MineState, incident: dict[str, Any]) -> None:
+    def _apply_incident(self, m: MineState, incident: dict[str, Any], at: float) -> None:
+        iid = incident["id"]
+        updated = _time_of(incident.get("updated_at"))
+        prev = m.incidents.get(iid)
+        if prev is not None:
+            prev_updated = _time_of(prev.get("updated_at"))
+            if updated is not None and prev_updated is not None and updated < prev_updated:
+                return  # an older state delivered late
+        elif iid in m.closed_incidents and (updated is None
+                                            or updated <= m.closed_incidents[iid]):
+            return  # closed already; a stale replay must not reopen it
         state = incident.get("state", incident.get("status"))
         if isinstance(state, str) and state in CLOSED_INCIDENT_STATES:
-            m.incidents.pop(incident["id"], None)
-        else:
-            m.incidents[incident["id"]] = dict(incident)
+            m.incidents.pop(iid, None)
+            m.incident_seen.pop(iid, None)
+            m.closed_incidents[iid] = updated if updated is not None else math.inf
+            m.closed_incidents.move_to_end(iid)
+            while len(m.closed_incidents) > TOMBSTONES:
+                m.closed_incidents.popitem(last=False)
+            if prev is not None:  # closed before we ever saw it open: nothing to tell
+                self._feed_incident(m, incident, "incident_closed", at)
+            return
+        m.closed_incidents.pop(iid, None)
+        m.incidents[iid] = dict(incident)
+        m.incident_seen[iid] = self.clock()
+        if prev is None:
+            self._feed_incident(m, incident, "incident_opened", at)
+            return
+        before = {st.get("name"): st.get("state") for st in prev.get("steps") or []}
+        for st in incident.get("steps") or []:
+            if st["name"].startswith(REPORT_PREFIX) and st["state"] == "overdue" \
+                    and before.get(st["name"]) != "overdue":
+                extra = st.get("extra") or {}
+                title = _level_title(st)
+                who = extra.get("to") if isinstance(extra.get("to"), str) else ""
+                self._feed_incident(m, incident, "report_overdue", at,
+                                    f"汇报超时未确认: {title}{f'（{who}）' if who else ''}")
 
     def _feed(self, m: MineState, alarm: dict[str, Any], transition: str, at: float) -> None:
         self.seq += 1
@@ -363,6 +428,22 @@ class CityState:
             "point_name": alarm.get("point_name"), "value": _number(alarm.get("value")),
             "raised_at": alarm.get("raised_at"), "drill": bool(alarm.get("drill")),
             "synthetic": bool(alarm.get("synthetic"))})
+
+    def _feed_incident(self, m: MineState, inc: dict[str, Any], transition: str, at: float,
+                       detail: str = "") -> None:
+        title = inc.get("title") or inc.get("kind") or "事件"
+        closed = transition == "incident_closed"
+        message = f"{title} · {detail}" if detail else title
+        peak = inc.get("peak") if isinstance(inc.get("peak"), dict) else {}
+        self.seq += 1
+        self.feed_entries.append({
+            "seq": self.seq, "at": iso(at), "mine": m.id, "mine_name": m.name,
+            "transition": transition, "id": inc["id"], "kind": "incident",
+            "severity": 3 if closed else 1, "state": "closed" if closed else "open",
+            "message": message, "point_id": inc.get("point_id"),
+            "point_name": inc.get("point_name"), "value": _number(peak.get("value")),
+            "raised_at": inc.get("opened_at"), "drill": bool(inc.get("drill")),
+            "synthetic": False})
 
     def _quiet_alarm(self, m: MineState, state: str) -> dict[str, Any]:
         since = m.quiet_since if m.quiet_since is not None else self.clock()
@@ -431,6 +512,7 @@ class CityState:
             "open_alarms": len(open_alarms) + (1 if m.quiet else 0),
             "unacked": unacked + (1 if m.quiet else 0),
             "cut_relays": self._cut_relays(m), "incidents": len(m.incidents),
+            "open_incidents": self._incidents_of(m, now),
             "last_seen": iso(m.last_seen), "last_event_at": iso(m.last_event_at),
             "age_s": None if m.last_seen is None else round(max(0.0, now - m.last_seen), 1),
             "quiet": m.quiet, "quiet_since": iso(m.quiet_since),
@@ -462,8 +544,67 @@ class CityState:
             return None
         m = self.mines[mine_id]
         return {**tile, "alarms": self.open_alarms(mine_id),
-                "open_incidents": list(m.incidents.values()),
                 "commands": list(reversed(m.commands.values()))}
+
+    def _incidents_of(self, m: MineState, now: float) -> list[dict[str, Any]]:
+        views = [self.incident_view(m, inc, now) for inc in m.incidents.values()]
+        views.sort(key=lambda v: _time_of(v.get("opened_at")) or 0, reverse=True)
+        return views
+
+    def incident_view(self, m: MineState, inc: dict[str, Any], now: float) -> dict[str, Any]:
+        """What the city shows of one open incident: the mine's fields, its steps with the
+        time left counted on the city clock, and the report chain."""
+        elapsed = max(0.0, now - m.incident_seen.get(inc["id"], now))
+        steps = []
+        for st in inc.get("steps") or []:
+            deadline = _time_of(st.get("deadline"))
+            if deadline is not None:
+                remaining = deadline - now
+            elif _number(st.get("remaining_s")) is not None:
+                remaining = _number(st.get("remaining_s")) - elapsed  # type: ignore[operator]
+            else:
+                remaining = None
+            if st.get("state") not in ("active", "pending", "overdue"):
+                remaining = None
+            steps.append({**st, "remaining_s": None if remaining is None
+                          else round(remaining, 1)})
+        chain = []
+        for st in steps:
+            if not st["name"].startswith(REPORT_PREFIX):
+                continue
+            extra = st.get("extra") or {}
+            remaining = st["remaining_s"]
+            chain.append({
+                "name": st["name"], "level": extra.get("level") or st["name"][len(REPORT_PREFIX):],
+                "title": _level_title(st), "to": extra.get("to") or None, "state": st["state"],
+                "overdue": st["state"] == "overdue" or (st["state"] == "active"
+                                                        and remaining is not None
+                                                        and remaining < 0),
+                "deadline": st.get("deadline"), "started_at": st.get("started_at"),
+                "done_at": st.get("done_at"), "by": st.get("by"),
+                "late": bool(extra.get("late")), "escalated_to": extra.get("escalated_to"),
+                "remaining_s": remaining})
+        opened = _time_of(inc.get("opened_at"))
+        view = {k: inc.get(k) for k in INCIDENT_KEYS}
+        view["state"] = view["state"] or "open"
+        view["drill"] = bool(view["drill"])
+        view.update({"mine": m.id, "mine_name": m.name, "steps": steps, "report_chain": chain,
+                     "report_done": sum(1 for r in chain if r["state"] == "done"),
+                     "report_overdue": sum(1 for r in chain if r["overdue"]),
+                     "age_s": None if opened is None else round(max(0.0, now - opened), 1),
+                     "stale": m.quiet, "url": m.url})
+        return view
+
+    def incidents(self, mine_id: str | None = None) -> list[dict[str, Any]]:
+        """Open incidents across mines (or of one), newest first."""
+        self.tick()
+        now = self.clock()
+        out = []
+        for m in self.mines.values():
+            if mine_id is None or m.id == mine_id:
+                out += self._incidents_of(m, now)
+        out.sort(key=lambda v: _time_of(v.get("opened_at")) or 0, reverse=True)
+        return out
 
     def feed(self, limit: int = 100, after_seq: int = 0) -> list[dict[str, Any]]:
         """Alarm transitions across mines, newest first, at most ``limit``."""
@@ -479,4 +620,14 @@ class CityState:
         return {"messages": self.messages, "accepted": self.accepted,
                 "malformed": self.malformed, "malformed_reasons": dict(self.malformed_reasons),
                 "unknown_types": dict(self.unknown_types), "mines": len(self.mines),
-                "quiet_mines": sum(1 for m in self.mines.values() if m.quiet)}
+                "quiet_mines": sum(1 for m in self.mines.values() if m.quiet),
+                "open_incidents": sum(len(m.incidents) for m in self.mines.values())}
+
+
+def _level_title(step: dict[str, Any]) -> str:
+    """``汇报: 县煤矿安全应急指挥部`` → ``县煤矿安全应急指挥部`` (the level's name)."""
+    title = step.get("title")
+    if isinstance(title, str) and title:
+        return title.split(":", 1)[1].strip() if title.startswith("汇报") and ":" in title \
+            else title
+    return str(step.get("name", ""))[len(REPORT_PREFIX):]

@@ -3,9 +3,12 @@ broker and serves per-mine tiles, a merged alarm feed and the command-center wal
 
 - MQTT: one aiomqtt subscriber (persistent session, QoS 1) on ``mw/+/events`` and
   ``mw/+/alarms/#``, reconnecting with exponential backoff; messages feed ``api.city.CityState``.
-- REST: ``GET /api/v1/city/mines``, ``GET /api/v1/city/mines/{mine}``,
+- REST: ``GET /api/v1/city/mines`` (tiles; each with ``open_incidents``: the mine's open
+  incidents with their ``report_chain``), ``GET /api/v1/city/mines/{mine}``,
+  ``GET /api/v1/city/incidents?mine=`` (open incidents across mines, newest first),
   ``GET /api/v1/city/alarms?limit=&open=``, ``GET /api/v1/health``.
-- WebSocket ``/ws/city``: a snapshot, then an update on every change and at least once per second.
+- WebSocket ``/ws/city``: a snapshot, then an update on every change and at least once per
+  second; each carries the tiles (with their open incidents) and the new feed entries.
 - Page: ``/city`` (``/`` redirects there), static assets under ``/dashboard``.
 """
 
@@ -175,6 +178,12 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
         if detail is None:
             raise HTTPException(404, f"unknown mine: {mine_id}")
         return detail
+
+    @app.get("/api/v1/city/incidents")
+    async def incidents(mine: str | None = None) -> list[dict[str, Any]]:
+        if mine is not None and mine not in state.mines:
+            raise HTTPException(404, f"unknown mine: {mine}")
+        return state.incidents(mine)
 
     @app.get("/api/v1/city/alarms")
     async def alarms(limit: Annotated[int, Query(ge=1, le=FEED_LIMIT)] = 100,

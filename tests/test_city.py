@@ -1,6 +1,8 @@
 """City command center (市煤矿安全应急指挥部): CityState rules with an injected clock, then the
 app against a real mosquitto — retained alarms for a late subscriber, REST, the /ws/city
-WebSocket, a quiet mine turning no_data, broker restart and the persistent session."""
+WebSocket, a quiet mine turning no_data, broker restart and the persistent session — and a real
+mine service whose gas over-limit shows up at the city as an incident with its report chain.
+The page itself in headless Chromium: tests/test_city_browser.py."""
 
 from __future__ import annotations
 
@@ -12,8 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from websockets.asyncio.client import connect as ws_connect
 from api.city import CityState
 from api.city_app import create_city_app, parse_broker_url, parse_mine_urls
 from minewatch.broker import CITY_USER, ENGINE_USER, BrokerProcess, write_config
-from minewatch.events import QUIET_AFTER_S, alarm_topic, event, events_topic
+from minewatch.events import HEARTBEAT_S, QUIET_AFTER_S, alarm_topic, event, events_topic
 from minewatch.mine import Mine
-from minewatch.procs import free_port
+from minewatch.procs import ServiceProcess, free_port, start_service
 from minewatch.readings import iso
 
 
@@ -40,7 +41,7 @@ class Clock:
         return self.t
 
 
-NAMES = {"north": "北山煤矿", "south": "南岭煤矿"}
+NAMES = {"north": "北山煤矿", "south": "南岭煤矿", "west": "西沟煤矿"}
 
 
 def ev(mine: str, kind: str, at: float | None = None, **body: Any) -> dict[str, Any]:
@@ -279,6 +280,143 @@ def test_feed_is_merged_newest_first_and_bounded():
     assert len(detail["alarms"]) == 4
 
 
+LEVELS = [("shift_leader", "带班领导", 120), ("dispatch", "矿调度", 300),
+          ("mine_leader", "矿长/总工", 600), ("county", "县煤矿安全应急指挥部", 600),
+          ("city", "市煤矿安全应急指挥部", 1800)]
+
+
+def incident(iid: str = "demo-I1", states: tuple[str, ...] = ("active",) + ("pending",) * 4,
+             t0: float = 1_800_000_000.0, updated: float | None = None, state: str = "open",
+             drill: bool = False, **extra_of: dict[str, Any]) -> dict[str, Any]:
+    """An incident as ``Service.incident_json`` publishes it (report steps by level)."""
+    steps = [{"name": "power_cut", "title": "自动断电", "state": "done", "deadline": iso(t0),
+              "started_at": iso(t0), "done_at": iso(t0 + 0.3), "by": None, "detail": "",
+              "extra": {}, "remaining_s": None},
+             {"name": "evacuate:face_1101", "title": "撤人确认: 1101采面", "state": "active",
+              "deadline": iso(t0 + 900), "started_at": iso(t0), "done_at": None, "by": None,
+              "detail": "", "extra": {"area": "face_1101", "people": 6}, "remaining_s": 900.0}]
+    for (level, title, deadline_s), st in zip(LEVELS, states, strict=True):
+        done = st == "done"
+        steps.append({"name": f"report:{level}", "title": f"汇报: {title}", "state": st,
+                      "deadline": iso(t0 + deadline_s),
+                      "started_at": iso(t0) if st != "pending" else None,
+                      "done_at": iso(t0 + 60) if done else None,
+                      "by": "张建国" if done else None, "detail": "",
+                      "extra": {"level": level, "to": "" if st == "pending" else f"{title}值班",
+                                **extra_of.get(level, {})},
+                      "remaining_s": deadline_s if st in ("active", "pending") else None})
+    return {"id": iid, "kind": "gas_overlimit", "title": "瓦斯超限: 1101回风隅角", "state": state,
+            "opened_at": iso(t0), "closed_at": iso(updated) if state == "closed" else None,
+            "updated_at": iso(updated if updated is not None else t0), "drill": drill,
+            "point_id": "001A02", "point_name": "1101回风隅角", "areas": ["face_1101"],
+            "evac_areas": ["face_1101"], "area_names": {"face_1101": "1101采面"},
+            "relays": ["R01"], "peak": {"point_id": "001A02", "value": 1.62, "at": iso(t0)},
+            "alarms": ["A1"], "wider_relays": [], "steps": steps}
+
+
+def chain_of(view: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(r["level"], r["state"]) for r in view["report_chain"]]
+
+
+def test_incidents_with_their_report_chain():
+    clk = Clock()
+    t0 = clk.t
+    city = CityState(clock=clk, mine_urls={"north": "http://127.0.0.1:9/"})
+    city.ingest(ev("north", "heartbeat", summary=summary(cut_relays=1, max_ch4=1.62)))
+    city.ingest(ev("south", "heartbeat", summary=summary()))
+    assert city.ingest(ev("north", "incident", incident=incident(t0=t0)))
+
+    t = tile(city, "north")
+    assert (t["status"], t["incidents"], t["cut_relays"]) == ("incident", 1, 1)
+    assert tile(city, "south")["open_incidents"] == []
+    [view] = t["open_incidents"]
+    assert (view["id"], view["mine"], view["mine_name"], view["state"], view["drill"]) == \
+        ("demo-I1", "north", "北山煤矿", "open", False)
+    assert view["url"] == "http://127.0.0.1:9/" and view["title"] == "瓦斯超限: 1101回风隅角"
+    assert chain_of(view) == [("shift_leader", "active"), ("dispatch", "pending"),
+                              ("mine_leader", "pending"), ("county", "pending"),
+                              ("city", "pending")]
+    first = view["report_chain"][0]
+    assert (first["title"], first["to"], first["remaining_s"], first["overdue"]) == \
+        ("带班领导", "带班领导值班", 120.0, False)
+    assert view["report_chain"][1]["to"] is None  # not notified yet: nobody named
+    assert view["report_chain"][4]["title"] == "市煤矿安全应急指挥部"
+    assert (view["report_done"], view["report_overdue"]) == (0, 0)
+    assert city.incidents() == [view] and city.incidents("south") == []
+    assert city.counters()["open_incidents"] == 1
+    opened = city.feed(1)[0]
+    assert (opened["kind"], opened["transition"], opened["id"], opened["mine"]) == \
+        ("incident", "incident_opened", "demo-I1", "north")
+
+    # The city counts the time left down on its own clock, and sees a missed deadline at once.
+    clk.t += 100
+    first = city.incidents()[0]["report_chain"][0]
+    assert (first["remaining_s"], first["overdue"]) == (20.0, False)
+    clk.t += 30
+    first = city.incidents()[0]["report_chain"][0]
+    assert (first["state"], first["remaining_s"], first["overdue"]) == ("active", -10.0, True)
+
+    # The mine marks it overdue and escalates: one feed entry for the overdue level.
+    late = incident(t0=t0, updated=t0 + 121, states=("overdue", "active") + ("pending",) * 3,
+                    shift_leader={"escalated_to": "dispatch"})
+    city.ingest(ev("north", "incident", incident=late))
+    city.ingest(ev("north", "incident", incident=late))  # the same state again: no new entry
+    view = city.incidents()[0]
+    assert chain_of(view)[:3] == [("shift_leader", "overdue"), ("dispatch", "active"),
+                                  ("mine_leader", "pending")]
+    assert view["report_chain"][0]["escalated_to"] == "dispatch"
+    assert view["report_overdue"] == 1
+    overdue = [e for e in city.feed() if e["transition"] == "report_overdue"]
+    assert len(overdue) == 1 and "带班领导" in overdue[0]["message"]
+
+    # Acknowledged (late): done, by whom. An older state delivered afterwards changes nothing.
+    acked = incident(t0=t0, updated=t0 + 140, states=("done", "active") + ("pending",) * 3,
+                     shift_leader={"late": True})
+    city.ingest(ev("north", "incident", incident=acked))
+    city.ingest(ev("north", "incident", incident=late))
+    first = city.incidents()[0]["report_chain"][0]
+    assert (first["state"], first["by"], first["late"], first["remaining_s"]) == \
+        ("done", "张建国", True, None)
+
+    # A second, drill incident at south; newest first across mines.
+    city.ingest(ev("south", "incident", incident=incident("south-I1", t0=t0 + 50, drill=True)))
+    assert [(v["mine"], v["drill"]) for v in city.incidents()] == \
+        [("south", True), ("north", False)]
+    assert tile(city, "south")["status"] == "incident"
+
+    # Closed: it leaves the open list and a stale open state cannot bring it back.
+    city.ingest(ev("north", "incident", incident=incident(t0=t0, updated=t0 + 900,
+                                                          state="closed")))
+    t = tile(city, "north")
+    assert (t["status"], t["incidents"], t["open_incidents"]) == ("power_cut", 0, [])
+    assert [e["transition"] for e in city.feed(2)] == ["incident_closed", "incident_opened"]
+    city.ingest(ev("north", "incident", incident=acked))
+    assert tile(city, "north")["incidents"] == 0
+    assert [v["id"] for v in city.incidents()] == ["south-I1"]
+    detail = city.mine_detail("south")
+    assert detail is not None and [v["id"] for v in detail["open_incidents"]] == ["south-I1"]
+
+    # A quiet mine keeps its incidents, marked stale (last known state).
+    clk.t += QUIET_AFTER_S + 1
+    city.ingest(ev("north", "heartbeat", summary=summary()))
+    t = tile(city, "south")
+    assert (t["status"], t["last_known_status"]) == ("no_data", "incident")
+    assert t["open_incidents"][0]["stale"] is True
+
+
+def test_malformed_incidents_are_counted_and_ignored():
+    city = CityState(clock=Clock())
+    good = incident()
+    bad = [{**good, "id": ""}, {**good, "state": 1}, {**good, "title": ["x"]},
+           {**good, "steps": "all done"}, {**good, "steps": [{"name": "report:city"}]},
+           {**good, "steps": [{"name": "x", "state": "done", "extra": "y"}]}, [good]]
+    for b in bad:
+        assert city.ingest(ev("north", "incident", incident=b)) is False
+    assert city.counters()["malformed"] == len(bad) and city.mines == {}
+    assert city.ingest(ev("north", "incident", incident=good))
+    assert tile(city, "north")["status"] == "incident"
+
+
 def test_cli_helpers():
     assert parse_broker_url("mqtt://127.0.0.1:1884") == ("127.0.0.1", 1884, None, None)
     assert parse_broker_url("mqtt://city:p%40ss@broker") == ("broker", 1883, "city", "p@ss")
@@ -292,8 +430,9 @@ def test_cli_helpers():
 
 # --- the app against a real mosquitto -------------------------------------------------------
 
-@pytest.fixture
-def broker():
+@contextlib.contextmanager
+def running_broker() -> Iterator[BrokerProcess]:
+    """A private mosquitto on a free loopback port with the demo mine's accounts and ACLs."""
     directory = Path(tempfile.mkdtemp(prefix="minewatch-mqtt-"))
     proc = BrokerProcess(write_config(directory, [Mine.load()], free_port()))
     proc.start()
@@ -301,6 +440,12 @@ def broker():
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def broker():
+    with running_broker() as proc:
+        yield proc
 
 
 class AppServer:
@@ -550,73 +695,139 @@ async def _has(http: httpx.AsyncClient, mine: str) -> bool:
     return any(t["mine"] == mine for t in (await http.get("/api/v1/city/mines")).json())
 
 
+# --- a real mine service publishing through the broker --------------------------------------
+
+POINT = "001A02"  # the demo mine's 1101 return corner: cut at 1.5 %
+STEP = "report:shift_leader"
+ACK_USER = "张建国"
+
+
+@contextlib.contextmanager
+def mine_on_broker(broker: BrokerProcess, workdir: Path) -> Iterator[ServiceProcess]:
+    """``minewatch run`` (the simulated demo mine) publishing its events to ``broker``."""
+    cfg = broker.config
+    env = {"MINEWATCH_BROKER_URL":
+           f"mqtt://{ENGINE_USER}:{cfg.password(ENGINE_USER)}@127.0.0.1:{cfg.port}",
+           "MINEWATCH_BROKER_CREDENTIALS": str(cfg.directory / "credentials.json")}
+    svc = start_service(workdir, env=env)
+    try:
+        health = svc.get("/api/v1/health").json()
+        assert health["broker"]["embedded"] is False and health["broker"]["port"] == cfg.port
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def demo_mine(broker, tmp_path) -> Iterator[ServiceProcess]:
+    with mine_on_broker(broker, tmp_path) as svc:
+        yield svc
+
+
+def report_chain(tile_: dict[str, Any]) -> list[dict[str, Any]]:
+    [inc] = tile_["open_incidents"]
+    return inc["report_chain"]
+
+
+def is_incident_with_cut(tile_: dict[str, Any] | None) -> bool:
+    """The mine's tile shows the incident and the power cut, the chain's first level notified."""
+    return bool(tile_ and tile_["status"] == "incident" and tile_["cut_relays"] >= 1
+                and len(tile_["open_incidents"]) == 1
+                and [r["state"] for r in report_chain(tile_)][:2] == ["active", "pending"])
+
+
+async def test_mine_incident_and_report_chain_reach_the_city(broker, demo_mine):
+    """Over-limit injected at a real mine → the city shows it as an incident with the power cut,
+    the incident and its report chain; a report acknowledged at the mine shows up as done."""
+    cfg, svc = broker.config, demo_mine
+    app = city_app(cfg, mine_urls={"demo": svc.url})
+    with AppServer(app) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+            async def demo_tile(status: str | None = None):
+                tiles = {t["mine"]: t for t in (await http.get("/api/v1/city/mines")).json()}
+                t = tiles.get("demo")
+                return t if t and (status is None or t["status"] == status) else None
+            async def heartbeat_seen():
+                t = await demo_tile("normal")
+                return t and t["summary"] is not None and t
+            t = await until(heartbeat_seen, timeout=HEARTBEAT_S + 3,
+                            what="the demo mine's heartbeat")
+            assert t["name"] == "示范煤矿" and t["url"] == svc.url and t["open_incidents"] == []
+            assert t["max_ch4"] is not None and t["max_ch4"] < 1.0
+
+            await asyncio.to_thread(svc.inject, "gas-overlimit", POINT)
+
+            async def incident_shown():
+                t = await demo_tile()
+                return is_incident_with_cut(t) and t
+            t = await until(incident_shown, timeout=5, what="incident at the city")
+            [inc] = t["open_incidents"]
+            chain = inc["report_chain"]
+            assert [r["level"] for r in chain] == \
+                ["shift_leader", "dispatch", "mine_leader", "county", "city"]
+            assert [r["state"] for r in chain] == ["active"] + ["pending"] * 4
+            assert chain[0]["name"] == STEP and chain[0]["title"] == "带班领导"
+            assert chain[0]["to"]  # who is on duty now was notified
+            assert 0 < chain[0]["remaining_s"] <= 120 and not chain[0]["overdue"]
+            assert all(r["to"] is None and r["done_at"] is None for r in chain[1:])
+            assert chain[4]["title"] == "市煤矿安全应急指挥部"
+            assert inc["drill"] is False and inc["state"] == "open"
+            assert inc["point_id"] == POINT and inc["title"].startswith("瓦斯超限")
+            # The mine's own view of the same incident.
+            [mine_inc] = svc.get("/api/v1/incidents", params={"state": "open"}).json()
+            assert mine_inc["id"] == inc["id"]
+            mine_step = next(s for s in mine_inc["steps"] if s["name"] == STEP)
+            assert mine_step["extra"]["to"] == chain[0]["to"]
+
+            # The alarm feed across mines has the cut alarm and the incident's opening.
+            feed = (await http.get("/api/v1/city/alarms")).json()
+            assert any(e["mine"] == "demo" and e["kind"] == "power_cut_limit"
+                       and e["point_id"] == POINT for e in feed)
+            assert any(e["kind"] == "incident" and e["transition"] == "incident_opened"
+                       and e["id"] == inc["id"] for e in feed)
+            assert [i["id"] for i in (await http.get("/api/v1/city/incidents")).json()] == \
+                [inc["id"]]
+            assert (await http.get("/api/v1/city/incidents",
+                                   params={"mine": "demo"})).json()[0]["id"] == inc["id"]
+            assert (await http.get("/api/v1/city/incidents",
+                                   params={"mine": "nowhere"})).status_code == 404
+            assert (await http.get("/api/v1/health")).json()["open_incidents"] == 1
+
+            # The max methane of the mine comes with its next heartbeat.
+            async def ch4_high():
+                t = await demo_tile()
+                return t and t["max_ch4"] is not None and t["max_ch4"] >= 1.5 and t
+            t = await until(ch4_high, timeout=HEARTBEAT_S + 3, what="max methane ≥ 1.5 %")
+            assert t["max_ch4_point"] == POINT and t["status"] == "incident"
+
+            # The shift leader acknowledges at the mine (REST): done at the city, the next
+            # level notified.
+            r = await asyncio.to_thread(svc.post, f"/api/v1/incidents/{inc['id']}/steps/"
+                                        f"{STEP}/ack", json={"user": ACK_USER})
+            assert r.status_code == 200, r.text
+
+            async def acked():
+                t = await demo_tile()
+                return t and t["open_incidents"] and \
+                    report_chain(t)[0]["state"] == "done" and t
+            t = await until(acked, timeout=3, what="the acknowledgement at the city")
+            chain = report_chain(t)
+            assert (chain[0]["by"], chain[0]["late"], chain[0]["remaining_s"]) == \
+                (ACK_USER, False, None)
+            assert chain[0]["done_at"]
+            assert [r["state"] for r in chain] == ["done", "active"] + ["pending"] * 3
+            assert chain[1]["to"]
+            assert t["open_incidents"][0]["report_done"] == 1
+
+            # The WebSocket snapshot carries the same incidents.
+            ws_url = srv.url.replace("http", "ws") + "/ws/city"
+            async with ws_connect(ws_url, open_timeout=5) as ws:
+                snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            [demo] = [m for m in snap["mines"] if m["mine"] == "demo"]
+            assert demo["status"] == "incident"
+            assert [r["state"] for r in report_chain(demo)][:2] == ["done", "active"]
+
+
 def test_city_app_rejects_bad_mine_urls():
     with pytest.raises(ValueError):
         create_city_app("127.0.0.1", 1883, "city", "x", {"demo": "javascript:alert(1)"})
-
-
-# --- the page in headless Chromium ----------------------------------------------------------
-
-@pytest.mark.browser
-def test_city_page_in_chromium(broker, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    from tests.conftest import ARTIFACTS
-    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    cfg = broker.config
-
-    async def publish_all(events: list[tuple[dict[str, Any], bool]]) -> None:
-        async with engine(cfg) as eng:
-            for e, retain in events:
-                await publish(eng, e, retain_alarm=retain)
-
-    def send(events: list[tuple[dict[str, Any], bool]]) -> None:
-        # Playwright's sync API runs a loop in this thread: publish from another one.
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, publish_all(events)).result(timeout=15)
-
-    send([(ev("north", "alarm", transition="raised",
-                          alarm=alarm("N-1", message="1101回风隅角 甲烷 1.10% 报警")), True)])
-    app = city_app(cfg, mine_urls={"north": "http://127.0.0.1:9/"}, quiet_after_s=30)
-    with AppServer(app) as srv, sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-            headless=True, viewport={"width": 1920, "height": 1080}, locale="zh-CN")
-        try:
-            page = ctx.new_page()
-            page.goto(srv.url + "/")
-            page.wait_for_selector('#conn[data-state="ok"]', timeout=5000)
-            send([
-                (ev("north", "heartbeat", summary=summary(max_ch4=1.10, max_ch4_point="001A02",
-                                                          open_alarms=1, unacked_alarms=1)),
-                 False),
-                (ev("south", "heartbeat", summary=summary(cut_relays=3, max_ch4=1.62)), False),
-                (ev("south", "alarm", transition="raised", alarm=alarm(
-                    "S-1", kind="power_cut_limit", severity=1,
-                    message="2201回风巷 甲烷 1.62% 超限断电")), True)])
-            page.wait_for_selector('.tile[data-mine="north"][data-status="alarm"]', timeout=5000)
-            page.wait_for_selector('.tile[data-mine="south"][data-status="power_cut"]',
-                                   timeout=5000)
-            assert page.locator("#tiles .tile").count() == 2
-            north = page.locator('.tile[data-mine="north"]')
-            assert "北山煤矿" in north.inner_text() and "1.10" in north.inner_text()
-            assert "flash" in (north.get_attribute("class") or "")
-            assert north.locator("a").get_attribute("href") == "http://127.0.0.1:9/"
-            assert page.locator('.tile[data-mine="south"] a').count() == 0
-            page.wait_for_selector('#feed li[data-alarm="S-1"]', timeout=5000)
-            feed = page.inner_text("#feed")
-            assert "超限断电" in feed and "1101回风隅角" in feed and "南岭煤矿" in feed
-            assert page.inner_text("#count-cut") == "1"
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "city.png"))
-
-            # The city server goes away: the page says its own data is stale.
-            srv.server.should_exit = True
-            page.wait_for_selector('#conn[data-state="stale"]', timeout=6000)
-            assert page.is_visible("#stale-banner")
-            assert "指挥部数据中断" in page.inner_text("#conn")
-        finally:
-            ctx.close()
-            with contextlib.suppress(Exception):
-                srv.server.should_exit = True
