@@ -57,6 +57,16 @@ class RestoreBody(BaseModel):
     reason: str = Field("", max_length=500)
 
 
+def _act(s: Service, action, *args) -> dict[str, Any]:
+    """Run a workflow action (returns the incident and its effects), carry it out, answer."""
+    try:
+        inc, effects = action(*args, time.time())
+    except IncidentError as exc:
+        raise _status(exc) from exc
+    s._incident_changed(inc, effects)
+    return s.incident_json(inc)
+
+
 async def _get(s: Service, incident_id: str) -> Incident:
     inc = s.incidents.incidents.get(incident_id)
     if inc is not None:
@@ -99,36 +109,21 @@ async def incident(request: Request, incident_id: str) -> dict[str, Any]:
 async def ack_step(request: Request, incident_id: str, step: str, body: StepAck) -> dict:
     """`evacuate:<area>` (area confirmed clear) or `report:<level>` (report received)."""
     s = _svc(request)
-    try:
-        inc, effects = s.incidents.ack(incident_id, step, body.user, time.time(), body.note)
-    except IncidentError as exc:
-        raise _status(exc) from exc
-    s._incident_changed(inc, effects)
-    return s.incident_json(inc)
+    return _act(s, lambda now: s.incidents.ack(incident_id, step, body.user, now, body.note))
 
 
 @router.post("/incidents/{incident_id}/tasks/{roadway}", summary="排放瓦斯任务 / rescue task")
 async def task(request: Request, incident_id: str, roadway: str, body: TaskBody) -> dict:
     s = _svc(request)
-    try:
-        inc, effects = s.incidents.set_task(incident_id, roadway, body.status, body.team,
-                                            body.user, time.time())
-    except IncidentError as exc:
-        raise _status(exc) from exc
-    s._incident_changed(inc, effects)
-    return s.incident_json(inc)
+    return _act(s, s.incidents.set_task, incident_id, roadway, body.status, body.team,
+                body.user)
 
 
 @router.post("/incidents/{incident_id}/wider-cut", summary="扩大断电范围 / wider power cut")
 async def wider_cut(request: Request, incident_id: str, body: UserBody) -> dict:
     """Offered after 断电失败: cut the upstream/downstream relays of the range."""
     s = _svc(request)
-    try:
-        inc, effects = s.incidents.wider_cut(incident_id, body.user, time.time())
-    except IncidentError as exc:
-        raise _status(exc) from exc
-    s._incident_changed(inc, effects)
-    return s.incident_json(inc)
+    return _act(s, s.incidents.wider_cut, incident_id, body.user)
 
 
 @router.post("/incidents/{incident_id}/restore", summary="申请复电 / restore the range")
@@ -149,12 +144,7 @@ async def restore(request: Request, incident_id: str, body: RestoreBody) -> dict
 @router.post("/incidents/{incident_id}/close", summary="关闭事件 / close an incident")
 async def close(request: Request, incident_id: str, body: UserBody) -> dict:
     s = _svc(request)
-    try:
-        inc, effects = s.incidents.close(incident_id, body.user, time.time())
-    except IncidentError as exc:
-        raise _status(exc) from exc
-    s._incident_changed(inc, effects)
-    return s.incident_json(inc)
+    return _act(s, s.incidents.close, incident_id, body.user)
 
 
 @router.get("/notifications", summary="已发通知 / notifications sent")
