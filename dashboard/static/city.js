@@ -165,7 +165,7 @@ function reportText(r) {
 }
 
 function buildCard() {
-  const c = el("article", "incident");
+  const c = el("article", "city-inc");
   const head = el("div", "ihead");
   head.append(el("span", "imine"), el("span", "ititle"), el("span", "idrill", "演练"),
     el("span", "iage"));
@@ -252,7 +252,7 @@ function renderCard(inc) {
 }
 
 function renderIncidents(list) {
-  const box = $("#incidents");
+  const box = $("#city-incidents");
   const incs = list.flatMap((t) => t.open_incidents || [])
     .sort((a, b) => String(b.opened_at || "").localeCompare(String(a.opened_at || "")));
   const seen = new Set();
