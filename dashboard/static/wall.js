@@ -371,7 +371,7 @@ function renderIncidents() {
     div.dataset.incident = inc.id;
     const peak = inc.peak && inc.peak.value != null ? `最高 ${Number(inc.peak.value).toFixed(2)}%` : "";
     div.innerHTML = `<h3>${inc.title} <small>${fmtTime(inc.opened_at)} ${peak}</small>`
-      + `${inc.drill ? '<span class="drill">演练</span>' : ""}`
+      // A drill (双盲演练) looks exactly like a real incident here: no drill label.
       + `<a href="/api/v1/incidents/${inc.id}/report" target="_blank">报告</a></h3>`;
     for (const s of inc.steps) {
       if (s.state === "skipped" || s.name === "close") continue;
