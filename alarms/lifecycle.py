@@ -89,6 +89,9 @@ class AlarmBook:
         self.max_shelve_s = max_shelve_s
         self.shelves: dict[tuple[str, str], Shelf] = {}  # (point, kind) → shelf
         self.out_of_service: dict[str, OutOfService] = {}  # point id → entry
+        # Points and relays a running drill (双盲演练) drives: their alarms carry drill=True so
+        # they never count in regulators' statistics; on screen they look like any other.
+        self.drill_subjects: set[str] = set()
 
     def restore(self, records: list[AlarmRecord], *, shelves: Iterable[Shelf] = (),
                 out_of_service: Iterable[OutOfService] = ()) -> None:
@@ -117,6 +120,7 @@ class AlarmBook:
 
     def raise_(self, point_id: str, kind: str, value: float, at: float, message: str,
                *, drill: bool = False) -> AlarmRecord:
+        drill = drill or point_id in self.drill_subjects
         current = self.active(point_id, kind)
         if current is not None:
             state = "ack_active" if current.state in ("ack_active",) else "unack_active"

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
+from api.drills import router as drills_router
 from api.incidents import router as incidents_router
 from api.lifecycle import router as lifecycle_router
 from api.params import optional_period, period
@@ -287,6 +288,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app.include_router(regulators_router)
     app.include_router(lifecycle_router)
     app.include_router(incidents_router)
+    app.include_router(drills_router)
 
     @app.websocket("/ws/live")
     async def ws_live(ws: WebSocket) -> None:

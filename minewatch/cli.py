@@ -194,5 +194,102 @@ def verify_journal_cmd(
     raise typer.Exit(1)
 
 
+# --- drills (双盲演练) --------------------------------------------------------------------------
+drill_app = typer.Typer(help="Double-blind drills: draw a plan with a commitment, arm, reveal, "
+                             "verify, report.", no_args_is_help=True)
+app.add_typer(drill_app, name="drill")
+
+
+@drill_app.command("plan")
+def drill_plan(
+    out: Annotated[Path, typer.Option(help="where to write the secret plan (JSON)")],
+    config: Annotated[list[Path] | None, typer.Option(
+        help="candidate mine files (repeatable; default the sample mine)")] = None,
+    start_in_min: Annotated[float, typer.Option(help="earliest start, minutes from now")] = 0.0,
+    window_min: Annotated[float, typer.Option(help="start drawn within this many minutes")]
+        = 60.0,
+) -> None:
+    """Draw mine, site, scenario and start time at random; print the commitment (last line)."""
+    import time
+
+    from minewatch.mine import SAMPLE_MINE, Mine
+    from simulators.drill import commitment, draw, load_library
+
+    mines = [Mine.load(p) for p in (config or [SAMPLE_MINE])]
+    plan = draw(mines, load_library(), time.time() + start_in_min * 60, window_min * 60)
+    out.write_text(plan.model_dump_json(indent=2), encoding="utf-8")
+    out.chmod(0o600)
+    typer.echo(f"plan written to {out} (keep it secret until the drill is over)")
+    typer.echo(commitment(plan))
+
+
+@drill_app.command("verify")
+def drill_verify(
+    plan_file: Annotated[Path, typer.Argument(help="the revealed plan")],
+    commitment: Annotated[str, typer.Option(help="the hash published before the drill")],
+) -> None:
+    """Exit 0 only when the revealed plan hashes to the published commitment."""
+    from simulators.drill import verify
+
+    if verify(plan_file.read_text(encoding="utf-8"), commitment):
+        typer.echo("OK: the plan matches the commitment (fixed before the drill, unchanged)")
+        return
+    typer.echo("MISMATCH: this plan is not the one committed to", err=True)
+    raise typer.Exit(1)
+
+
+def _call(api: str, method: str, path: str, body: dict | None = None) -> dict:
+    import httpx
+
+    try:
+        r = httpx.request(method, f"{api.rstrip('/')}/api/v1{path}", json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach {api}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if r.status_code != 200:
+        typer.echo(f"refused ({r.status_code}): {r.text}", err=True)
+        raise typer.Exit(1)
+    return r.json()
+
+
+API = Annotated[str, typer.Option(help="URL of the mine's service")]
+USER = Annotated[str, typer.Option(help="organiser's name")]
+
+
+@drill_app.command("arm")
+def drill_arm(plan_file: Path, commitment: Annotated[str, typer.Option()], user: USER,
+              api: API = "http://127.0.0.1:8000") -> None:
+    """Give the plan to the mine's service; it starts by itself at the drawn time."""
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    d = _call(api, "POST", "/drills", {"plan": plan, "commitment": commitment, "user": user})
+    typer.echo(d["id"])
+
+
+@drill_app.command("abort")
+def drill_abort(drill_id: str, user: USER, api: API = "http://127.0.0.1:8000") -> None:
+    typer.echo(json.dumps(_call(api, "POST", f"/drills/{drill_id}/abort", {"user": user}),
+                          ensure_ascii=False))
+
+
+@drill_app.command("finish")
+def drill_finish(drill_id: str, user: USER, api: API = "http://127.0.0.1:8000") -> None:
+    typer.echo(json.dumps(_call(api, "POST", f"/drills/{drill_id}/finish", {"user": user}),
+                          ensure_ascii=False))
+
+
+@drill_app.command("reveal")
+def drill_reveal(drill_id: str, user: USER, api: API = "http://127.0.0.1:8000") -> None:
+    """Publish the plan (with its nonce) so anyone can check it against the commitment."""
+    d = _call(api, "POST", f"/drills/{drill_id}/reveal", {"user": user})
+    typer.echo(json.dumps(d["plan"], ensure_ascii=False, indent=2))
+
+
+@drill_app.command("report")
+def drill_report(drill_id: str, api: API = "http://127.0.0.1:8000") -> None:
+    """Each step's time against its limit, pass/fail (JSON)."""
+    typer.echo(json.dumps(_call(api, "GET", f"/drills/{drill_id}/report"), ensure_ascii=False,
+                          indent=2))
+
+
 if __name__ == "__main__":
     app()

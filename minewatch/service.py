@@ -81,6 +81,7 @@ from ingest.sqlite_store import SqliteStore
 from ingest.writer import StoreWriter, WriterStats
 from minewatch.broker import ENGINE_USER, BrokerProcess, write_config
 from minewatch.bus import EventBus
+from minewatch.drills import DrillRunner
 from minewatch.emergency import Emergency
 from minewatch.events import HEARTBEAT_S, event
 from minewatch.mine import Mine, Point, Relay, ResolvedLimits, Thresholds, resolve_limits
@@ -241,6 +242,7 @@ class Service:
             self.emergency, Layout.from_mine(self.mine), f"I{int(time.time() * 1000):x}",
             people=self.personnel.count if self.personnel else None)
         self.notifier = Notifier(self.emergency, self._notified)
+        self.drills = DrillRunner(self)
         tune_malloc()
 
     def _airflow_links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -474,8 +476,16 @@ class Service:
         for cmd in self.power.check(time.time()):
             self._after_settle(cmd)
         try:
-            self.spool.append_readings(batch.slots, batch.ts, batch.values, quality,
-                                       batch.received_at)
+            drill = self.drills.slots[batch.slots]
+            if drill.any():  # a drill's readings are stored flagged, the rest as they are
+                for mask, flag in ((~drill, False), (drill, True)):
+                    if mask.any():
+                        self.spool.append_readings(batch.slots[mask], batch.ts[mask],
+                                                   batch.values[mask], quality[mask],
+                                                   batch.received_at, flag)
+            else:
+                self.spool.append_readings(batch.slots, batch.ts, batch.values, quality,
+                                           batch.received_at)
         except Exception:
             self.counters.spool_errors += 1
             log.exception("spool append failed: %d readings not recorded", len(batch))
@@ -587,6 +597,7 @@ class Service:
         if transition not in ("raised", "returned"):
             return
         if transition == "raised" and rec.point_id in self.slot_of:
+            self.drills.on_alarm(rec.point_id, rec.kind, rec.drill)
             inc, effects = self.incidents.on_alarm(AlarmInfo(
                 rec.id, rec.point_id, rec.kind, rec.value, rec.raised_at, rec.drill), time.time())
             if inc is not None:
@@ -635,6 +646,7 @@ class Service:
     # --- incidents -----------------------------------------------------------------------------
     def _incident_changed(self, inc: Incident, effects: list[Effect]) -> None:
         """Carry out a workflow's effects, then persist and push the incident."""
+        self.drills.on_incident(inc.id, inc.drill)
         for e in effects:
             if e.kind == "journal":
                 self._journal(e.target, inc.id, {**e.data, "incident": inc.id})

@@ -40,8 +40,12 @@ class Override:
     ramp_s: float = 0.0
     fault: bool = False
     calibrating: bool = False
+    curve: Callable[[float], float] | None = None  # value at t seconds after start (drills)
+    fault_after_s: float | None = None  # the channel's fault bit comes on at this time
 
     def value_at(self, now: float) -> float:
+        if self.curve is not None:
+            return self.curve(now - self.started)
         if self.ramp_s <= 0 or now >= self.started + self.ramp_s:
             return self.target
         frac = (now - self.started) / self.ramp_s
@@ -104,7 +108,8 @@ class SimulatedSubstation:
         for c, ch in self.channels.items():
             ov = ch.override
             value, status = encode_channel(
-                self.value_of(ch, now), ch.scale, fault=bool(ov and ov.fault),
+                self.value_of(ch, now), ch.scale, fault=bool(ov and (ov.fault or (
+                    ov.fault_after_s is not None and now >= ov.started + ov.fault_after_s))),
                 calibrating=bool(ov and ov.calibrating))
             regs[c * REGS_PER_CHANNEL] = value
             regs[c * REGS_PER_CHANNEL + 1] = status
@@ -116,6 +121,18 @@ class SimulatedSubstation:
         now = time.time()
         ch.override = Override(target, self.value_of(ch, now), now, ramp_s, fault, calibrating)
         self._changed()
+
+    def set_curve(self, point_id: str, curve: Callable[[float], float], *,
+                  fault_after_s: float | None = None, started: float | None = None) -> None:
+        """Drive a channel by a function of time (a drill scenario's signal)."""
+        ch = self._channel(point_id)
+        now = time.time() if started is None else started
+        ch.override = Override(0.0, self.value_of(ch, now), now, curve=curve,
+                               fault_after_s=fault_after_s)
+        self._changed()
+
+    def baseline_of(self, point_id: str) -> float:
+        return self._channel(point_id).baseline
 
     def clear_override(self, point_id: str) -> None:
         self._channel(point_id).override = None
