@@ -156,7 +156,19 @@ class DrillRunner:
         self.s._journal(f"drill_{status}", d.id, {"by": by, "reason": reason})
         if status == "aborted":
             log.warning("drill %s aborted: %s", d.id, reason)
+        await self.publish(d)
         return d
+
+    async def publish(self, d: Drill) -> None:
+        """Tell the city command center (its drill list): status and score, plan if revealed."""
+        if self.s.mqtt is None:
+            return
+        rep = await self.report(d)
+        self.s.mqtt.publish_event(self.s._event(
+            "drill", drill=d.public(), passed=rep["passed"],
+            scenario_name=rep.get("scenario", {}).get("name", ""),
+            marks=[{k: m[k] for k in ("step", "title", "seconds", "limit_s", "passed")}
+                   for m in rep["marks"]]))
 
     def reveal(self, d: Drill, by: str) -> Drill:
         if d.status in ("armed", "running"):
@@ -164,6 +176,9 @@ class DrillRunner:
         d.revealed = True
         self.s._journal("drill_revealed", d.id, {"plan": d.plan.model_dump(mode="json"),
                                                  "commitment": d.commitment, "by": by})
+        task = asyncio.get_running_loop().create_task(self.publish(d))
+        self.s._background.add(task)
+        task.add_done_callback(self.s._background.discard)
         return d
 
     async def report(self, d: Drill) -> dict[str, Any]:
