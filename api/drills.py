@@ -61,25 +61,23 @@ async def arm(request: Request, body: ArmBody) -> dict[str, Any]:
         raise HTTPException(409, str(exc)) from exc
 
 
-@router.post("/drills/{drill_id}/abort", summary="中止演练 / abort")
-async def abort(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
+async def _end(request: Request, drill_id: str, status: str, by: str, reason: str = "") -> dict:
     s = _svc(request)
     try:
-        d = await s.drills.end(_drill(s, drill_id), "aborted", body.user,
-                               body.reason or "组织者中止")
+        d = await s.drills.end(_drill(s, drill_id), status, by, reason)  # type: ignore[arg-type]
     except DrillError as exc:
         raise HTTPException(409, str(exc)) from exc
     return d.public()
+
+
+@router.post("/drills/{drill_id}/abort", summary="中止演练 / abort")
+async def abort(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
+    return await _end(request, drill_id, "aborted", body.user, body.reason or "组织者中止")
 
 
 @router.post("/drills/{drill_id}/finish", summary="结束演练 / finish")
 async def finish(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
-    s = _svc(request)
-    try:
-        d = await s.drills.end(_drill(s, drill_id), "finished", body.user)
-    except DrillError as exc:
-        raise HTTPException(409, str(exc)) from exc
-    return d.public()
+    return await _end(request, drill_id, "finished", body.user)
 
 
 @router.post("/drills/{drill_id}/reveal", summary="公开计划 / reveal the plan")

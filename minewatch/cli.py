@@ -60,6 +60,20 @@ def run(
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", lifespan="on")
 
 
+def _call(api: str, method: str, path: str, body: dict | None = None) -> dict:
+    import httpx
+
+    try:
+        r = httpx.request(method, f"{api.rstrip('/')}/api/v1{path}", json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach {api}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if r.status_code != 200:
+        typer.echo(f"refused ({r.status_code}): {r.text}", err=True)
+        raise typer.Exit(1)
+    return r.json()
+
+
 @app.command()
 def simulate(
     scenario: Annotated[str, typer.Argument(help="gas-overlimit, gas-alarm, fan-stop, "
@@ -73,20 +87,10 @@ def simulate(
     ramp_s: Annotated[float, typer.Option(help="seconds to ramp to the value")] = 0.0,
 ) -> None:
     """Inject a scenario into the running service's simulated mine."""
-    import httpx
-
     body = {"scenario": scenario, "point": point, "ramp_s": ramp_s}
     if value is not None:
         body["value"] = value
-    try:
-        r = httpx.post(f"{api.rstrip('/')}/api/v1/sim/scenarios", json=body, timeout=10)
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach {api}: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    if r.status_code != 200:
-        typer.echo(f"refused ({r.status_code}): {r.json().get('detail', r.text)}", err=True)
-        raise typer.Exit(1)
-    typer.echo(json.dumps(r.json(), ensure_ascii=False))
+    typer.echo(json.dumps(_call(api, "POST", "/sim/scenarios", body), ensure_ascii=False))
 
 
 @app.command()
@@ -236,20 +240,6 @@ def drill_verify(
         return
     typer.echo("MISMATCH: this plan is not the one committed to", err=True)
     raise typer.Exit(1)
-
-
-def _call(api: str, method: str, path: str, body: dict | None = None) -> dict:
-    import httpx
-
-    try:
-        r = httpx.request(method, f"{api.rstrip('/')}/api/v1{path}", json=body, timeout=10)
-    except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach {api}: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    if r.status_code != 200:
-        typer.echo(f"refused ({r.status_code}): {r.text}", err=True)
-        raise typer.Exit(1)
-    return r.json()
 
 
 API = Annotated[str, typer.Option(help="URL of the mine's service")]

@@ -84,3 +84,14 @@ def make_store(backend: dict, mine_id: str = "demo", retention=None):
     if backend["name"] == "sqlite":
         return SqliteStore(backend["path"], retention)
     return PostgresStore(backend["url"], mine_id, retention)
+
+
+@pytest.fixture
+async def store(backend):
+    """An opened store of each backend (see ``backend``)."""
+    s = make_store(backend)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

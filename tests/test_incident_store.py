@@ -6,24 +6,12 @@ import math
 import sqlite3
 from typing import Any
 
-import pytest
-
 from ingest.pg_store import PostgresStore
 from minewatch.records import IncidentRecord
 from minewatch.store import IncidentQuery
 from tests.conftest import make_store
 
 T0 = 1_790_006_400.0
-
-
-@pytest.fixture
-async def store(backend):
-    s = make_store(backend)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def _inc(id: str, opened: float, updated: float | None = None, state: Any = "open",

@@ -20,16 +20,6 @@ from tests.conftest import make_store
 T0 = 1_790_006_400.0  # 2026-09-21 14:40 UTC, on an hour boundary
 
 
-@pytest.fixture
-async def store(backend):
-    s = make_store(backend)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def _rows(point: str, start: float, n: int, step: float = 1.0, value=lambda i: 0.01 * i,
           quality: int = 0, drill: bool = False):
     return [(point, start + i * step, value(i), quality, start + i * step, drill)
