@@ -18,6 +18,15 @@ acknowledgement, done, overdue) and ``remaining_s`` counted down on the city clo
 step's deadline. Opening and closing an incident, and a report level going overdue, are also
 entries of the feed (``kind: "incident"``).
 
+Double-blind drills (``type: "drill"``, published by a mine's ``DrillRunner`` when a drill is
+aborted or finished and when its plan is revealed) are kept in a list across mines: upserted by
+(mine, drill id), newest (by when the drill was armed) first, at most ``drills_size`` of them.
+An update never goes back: one with a lower rank (armed < running < ended; revealed above
+not revealed) or, at the same rank, an older ``at`` is ignored. The view of a drill has its
+status, the mine's score (``passed`` and each step's ``marks``: measured seconds against the
+limit), the commitment (and its short form) and, once revealed, the plan's site (``point``)
+and scenario. Drills do not change a tile's status.
+
 Tile status precedence (first that holds):
 ``no_data`` (no live message for ``quiet_after_s``: whatever else we last knew is out of date)
 > ``incident`` (an open incident workflow) > ``power_cut`` (relays cut per the last heartbeat
@@ -57,6 +66,10 @@ INCIDENT_KEYS = ("id", "kind", "title", "state", "drill", "opened_at", "closed_a
                  "area_names", "relays", "wider_relays", "peak", "alarms")
 REPORT_PREFIX = "report:"
 FEED_SIZE = 500
+DRILLS_SIZE = 50
+DRILL_STATUS_RANK = {"armed": 0, "running": 1, "aborted": 2, "finished": 2}
+DRILL_TIMES = ("armed_at", "started_at", "ended_at")
+COMMITMENT_SHORT = 12
 COMMANDS_PER_MINE = 20
 TOMBSTONES = 5000
 
@@ -123,12 +136,16 @@ class CityState:
     def __init__(self, *, quiet_after_s: float = QUIET_AFTER_S,
                  clock: Callable[[], float] = time.time,
                  mine_urls: dict[str, str] | None = None, feed_size: int = FEED_SIZE,
-                 commands_per_mine: int = COMMANDS_PER_MINE) -> None:
+                 commands_per_mine: int = COMMANDS_PER_MINE,
+                 drills_size: int = DRILLS_SIZE) -> None:
         self.quiet_after_s = float(quiet_after_s)
         self.clock = clock
         self.mine_urls = dict(mine_urls or {})
         self.commands_per_mine = commands_per_mine
+        self.drills_size = drills_size
         self.mines: dict[str, MineState] = {}
+        self.drill_list: dict[tuple[str, str], dict[str, Any]] = {}  # (mine, id) → as kept
+        self.drills_version = 0  # bumped when the drill list changes
         self.feed_entries: deque[dict[str, Any]] = deque(maxlen=feed_size)
         self.seq = 0  # of the last feed entry
         self.version = 0  # bumped on every change a viewer could see
@@ -239,6 +256,8 @@ class CityState:
             summary = self._check_summary(ev.get("summary"))
         elif kind == "incident":
             incident = self._check_incident(ev.get("incident"))
+        elif kind == "drill":
+            drill = self._check_drill(ev)
         m = self._mine(mine_id, name)
         now = self.clock()
         if not retained:
@@ -257,6 +276,8 @@ class CityState:
             m.restored_since_hb.clear()
         elif kind == "incident":
             self._apply_incident(m, incident, at)
+        elif kind == "drill":
+            self._apply_drill(m, drill, at)
         else:
             self.unknown_types[kind] += 1
         self.version += 1
@@ -323,6 +344,70 @@ class CityState:
                 if st.get("extra") is not None and not isinstance(st.get("extra"), dict):
                     raise BadEvent("incident_steps")
         return incident
+
+    @staticmethod
+    def _check_drill(ev: dict[str, Any]) -> dict[str, Any]:
+        """The body of a drill event, normalised: the drill's fields, ``passed`` (None when not
+        told), ``scenario_name`` and ``marks``."""
+        d = ev.get("drill")
+        if not isinstance(d, dict):
+            raise BadEvent("drill")
+        out: dict[str, Any] = {"id": _ident(d.get("id"), "drill_id"),
+                               "status": d.get("status")}
+        if not isinstance(out["status"], str) or out["status"] not in DRILL_STATUS_RANK:
+            raise BadEvent("drill_status")
+        for key in ("commitment", "armed_by", "ended_by", "abort_reason", "incident"):
+            v = d.get(key)
+            if v is not None and (not isinstance(v, str) or len(v) > 500):
+                raise BadEvent(f"drill_{key}")
+            out[key] = v or None
+        for key in DRILL_TIMES:
+            v = d.get(key)
+            if v is not None and _time_of(v) is None:
+                raise BadEvent(f"drill_{key}")
+            out[key] = _time_of(v)
+        revealed = d.get("revealed", False)
+        if not isinstance(revealed, bool):
+            raise BadEvent("drill_revealed")
+        plan = d.get("plan")
+        if plan is not None:
+            if not isinstance(plan, dict):
+                raise BadEvent("drill_plan")
+            for key in ("mine", "scenario", "point"):
+                if plan.get(key) is not None and not isinstance(plan.get(key), str):
+                    raise BadEvent("drill_plan")
+        points = d.get("points") or []
+        if not isinstance(points, list) or not all(isinstance(p, str) for p in points):
+            raise BadEvent("drill_points")
+        out.update(revealed=revealed and plan is not None, plan=plan if revealed else None,
+                   points=list(points))
+        passed = ev.get("passed")
+        if passed is not None and not isinstance(passed, bool):
+            raise BadEvent("drill_passed")
+        name = ev.get("scenario_name")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_ID_LEN):
+            raise BadEvent("drill_scenario_name")
+        marks = ev.get("marks")
+        if marks is None:
+            marks = []
+        if not isinstance(marks, list):
+            raise BadEvent("drill_marks")
+        rows = []
+        for mk in marks:
+            if not isinstance(mk, dict) or not isinstance(mk.get("step"), str) \
+                    or not isinstance(mk.get("passed"), bool) \
+                    or (mk.get("title") is not None and not isinstance(mk.get("title"), str)):
+                raise BadEvent("drill_marks")
+            nums = {}
+            for key in ("seconds", "limit_s"):
+                v = mk.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                    raise BadEvent("drill_marks")
+                nums[key] = _number(v)  # NaN / inf: not measured
+            rows.append({"step": mk["step"], "title": mk.get("title") or mk["step"], **nums,
+                         "passed": mk["passed"]})
+        out.update(passed=passed, scenario_name=name or None, marks=rows)
+        return out
 
     @staticmethod
     def _check_summary(summary: Any) -> dict[str, Any]:
@@ -417,6 +502,30 @@ class CityState:
                 who = extra.get("to") if isinstance(extra.get("to"), str) else ""
                 self._feed_incident(m, incident, "report_overdue", at,
                                     f"汇报超时未确认: {title}{f'（{who}）' if who else ''}")
+
+    def _apply_drill(self, m: MineState, drill: dict[str, Any], at: float) -> None:
+        key = (m.id, drill["id"])
+        rank = (DRILL_STATUS_RANK[drill["status"]], drill["revealed"])
+        prev = self.drill_list.get(key)
+        if prev is not None:
+            if (rank, at) < (prev["rank"], prev["at"]):
+                return  # an older state delivered late: a drill never goes back
+            if rank == prev["rank"] and at == prev["at"] and drill == prev["drill"]:
+                return  # the same message again
+        self.drill_list[key] = {"drill": drill, "rank": rank, "at": at,
+                                "received": self.clock(),
+                                "order": prev["order"] if prev else self.drills_version + 1}
+        self.drills_version += 1
+        while len(self.drill_list) > self.drills_size:
+            del self.drill_list[min(self.drill_list, key=lambda k: self._drill_key(
+                self.drill_list[k]))]
+
+    @staticmethod
+    def _drill_key(kept: dict[str, Any]) -> tuple[float, int]:
+        """Newest = armed (or started) last; the order first heard of as the tie-break."""
+        d = kept["drill"]
+        t = d["armed_at"] if d["armed_at"] is not None else d["started_at"]
+        return (t if t is not None else kept["at"], kept["order"])
 
     def _feed(self, m: MineState, alarm: dict[str, Any], transition: str, at: float) -> None:
         self.seq += 1
@@ -544,7 +653,38 @@ class CityState:
             return None
         m = self.mines[mine_id]
         return {**tile, "alarms": self.open_alarms(mine_id),
-                "commands": list(reversed(m.commands.values()))}
+                "commands": list(reversed(m.commands.values())), "drills": self.drills(mine_id)}
+
+    def drill_view(self, mine_id: str, kept: dict[str, Any]) -> dict[str, Any]:
+        """What the city shows of one drill (times as ISO 8601)."""
+        d = kept["drill"]
+        m = self.mines.get(mine_id)
+        plan = d["plan"] or {}
+        started, ended = d["started_at"], d["ended_at"]
+        commit = d["commitment"] or ""
+        return {
+            "id": d["id"], "mine": mine_id, "mine_name": m.name if m else mine_id,
+            "status": d["status"], "ended": d["status"] in ("aborted", "finished"),
+            "scenario": plan.get("scenario") if d["revealed"] else None,
+            "scenario_name": d["scenario_name"], "passed": d["passed"], "marks": d["marks"],
+            "marks_passed": sum(1 for mk in d["marks"] if mk["passed"]),
+            "commitment": d["commitment"], "commitment_short": commit[:COMMITMENT_SHORT] or None,
+            "revealed": d["revealed"], "point": plan.get("point") if d["revealed"] else None,
+            "plan": d["plan"], "points": d["points"],
+            **{k: iso(d[k]) for k in DRILL_TIMES},
+            "duration_s": None if started is None or ended is None
+            else round(max(0.0, ended - started), 1),
+            "armed_by": d["armed_by"], "ended_by": d["ended_by"],
+            "abort_reason": d["abort_reason"], "incident": d["incident"],
+            "updated_at": iso(kept["at"]), "received_at": iso(kept["received"]),
+            "url": m.url if m else None}
+
+    def drills(self, mine_id: str | None = None, limit: int | None = None
+               ) -> list[dict[str, Any]]:
+        """Drills across mines (or of one), newest first."""
+        keys = sorted((k for k in self.drill_list if mine_id is None or k[0] == mine_id),
+                      key=lambda k: self._drill_key(self.drill_list[k]), reverse=True)
+        return [self.drill_view(k[0], self.drill_list[k]) for k in keys[:limit]]
 
     def _incidents_of(self, m: MineState, now: float) -> list[dict[str, Any]]:
         views = [self.incident_view(m, inc, now) for inc in m.incidents.values()]
@@ -621,7 +761,8 @@ class CityState:
                 "malformed": self.malformed, "malformed_reasons": dict(self.malformed_reasons),
                 "unknown_types": dict(self.unknown_types), "mines": len(self.mines),
                 "quiet_mines": sum(1 for m in self.mines.values() if m.quiet),
-                "open_incidents": sum(len(m.incidents) for m in self.mines.values())}
+                "open_incidents": sum(len(m.incidents) for m in self.mines.values()),
+                "drills": len(self.drill_list)}
 
 
 def _level_title(step: dict[str, Any]) -> str:

@@ -6,9 +6,11 @@ broker and serves per-mine tiles, a merged alarm feed and the command-center wal
 - REST: ``GET /api/v1/city/mines`` (tiles; each with ``open_incidents``: the mine's open
   incidents with their ``report_chain``), ``GET /api/v1/city/mines/{mine}``,
   ``GET /api/v1/city/incidents?mine=`` (open incidents across mines, newest first),
-  ``GET /api/v1/city/alarms?limit=&open=``, ``GET /api/v1/health``.
+  ``GET /api/v1/city/drills?mine=&limit=`` (double-blind drills with their score, newest
+  first), ``GET /api/v1/city/alarms?limit=&open=``, ``GET /api/v1/health``.
 - WebSocket ``/ws/city``: a snapshot, then an update on every change and at least once per
-  second; each carries the tiles (with their open incidents) and the new feed entries.
+  second; each carries the tiles (with their open incidents) and the new feed entries; the
+  drill list (``drills``) comes with the snapshot and with any update after it changed.
 - Page: ``/city`` (``/`` redirects there), static assets under ``/dashboard``.
 """
 
@@ -45,6 +47,7 @@ TICK_S = 0.25  # quiet-mine detection resolution
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 FEED_LIMIT = 500
+DRILLS_LIMIT = 200
 PASSWORD_ENV = "MINEWATCH_CITY_MQTT_PASSWORD"
 
 
@@ -185,6 +188,14 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
             raise HTTPException(404, f"unknown mine: {mine}")
         return state.incidents(mine)
 
+    @app.get("/api/v1/city/drills")
+    async def drills(mine: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=DRILLS_LIMIT)] = 50,
+                     ) -> list[dict[str, Any]]:
+        if mine is not None and mine not in state.mines:
+            raise HTTPException(404, f"unknown mine: {mine}")
+        return state.drills(mine, limit)
+
     @app.get("/api/v1/city/alarms")
     async def alarms(limit: Annotated[int, Query(ge=1, le=FEED_LIMIT)] = 100,
                      open_now: Annotated[bool, Query(
@@ -195,11 +206,15 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
             return state.open_alarms()[:limit]
         return state.feed(limit)
 
-    def message(kind: str, after_seq: int) -> dict[str, Any]:
+    def message(kind: str, after_seq: int, drills_sent: int | None = None) -> dict[str, Any]:
+        """``drills_sent``: the drill list version the client has (None: send it anyway)."""
         feed = state.feed(100 if kind == "snapshot" else FEED_LIMIT, after_seq=after_seq)
-        return {"type": kind, "at": iso(clock()), "broker_connected": link.connected,
-                "quiet_after_s": quiet_after_s, "mines": state.tiles(), "alarms": feed,
-                "seq": state.seq}
+        msg = {"type": kind, "at": iso(clock()), "broker_connected": link.connected,
+               "quiet_after_s": quiet_after_s, "mines": state.tiles(), "alarms": feed,
+               "seq": state.seq, "drills_version": state.drills_version}
+        if drills_sent is None or drills_sent != state.drills_version:
+            msg["drills"] = state.drills()
+        return msg
 
     @app.websocket("/ws/city")
     async def ws_city(ws: WebSocket) -> None:
@@ -209,7 +224,7 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
             changed = notifier.current()
             msg = message("snapshot", 0)
             await ws.send_json(msg)
-            seq = msg["seq"]
+            seq, drills_sent = msg["seq"], msg["drills_version"]
             while not receiver.done():
                 waiter = asyncio.create_task(changed.wait())
                 await asyncio.wait({waiter, receiver}, timeout=WS_PERIOD_S,
@@ -219,9 +234,9 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
                     break
                 await asyncio.sleep(WS_MIN_GAP_S)
                 changed = notifier.current()
-                msg = message("update", seq)
+                msg = message("update", seq, drills_sent)
                 await ws.send_json(msg)
-                seq = msg["seq"]
+                seq, drills_sent = msg["seq"], msg["drills_version"]
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

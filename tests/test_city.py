@@ -1,7 +1,8 @@
 """City command center (市煤矿安全应急指挥部): CityState rules with an injected clock, then the
 app against a real mosquitto — retained alarms for a late subscriber, REST, the /ws/city
 WebSocket, a quiet mine turning no_data, broker restart and the persistent session — and a real
-mine service whose gas over-limit shows up at the city as an incident with its report chain.
+mine service whose gas over-limit shows up at the city as an incident with its report chain,
+and whose double-blind drill shows up in the city's drill list with its score.
 The page itself in headless Chromium: tests/test_city_browser.py."""
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from minewatch.events import HEARTBEAT_S, QUIET_AFTER_S, alarm_topic, event, eve
 from minewatch.mine import Mine
 from minewatch.procs import ServiceProcess, free_port, start_service
 from minewatch.readings import iso
+from simulators.drill import Plan, commitment
 
 
 class Clock:
@@ -415,6 +417,122 @@ def test_malformed_incidents_are_counted_and_ignored():
     assert city.counters()["malformed"] == len(bad) and city.mines == {}
     assert city.ingest(ev("north", "incident", incident=good))
     assert tile(city, "north")["status"] == "incident"
+
+
+COMMIT = "9f" * 32
+MARKS = [{"step": "alarm:over_limit", "title": "报警 over_limit", "seconds": 6.2, "limit_s": 14.0,
+          "passed": True},
+         {"step": "alarm:power_cut_limit", "title": "报警 power_cut_limit", "seconds": None,
+          "limit_s": 14.0, "passed": False}]
+
+
+def drill(did: str = "D1", status: str = "finished", t0: float = 1_800_000_000.0,
+          revealed: bool = False, mine: str = "north", **kw: Any) -> dict[str, Any]:
+    """A drill as ``Drill.public()`` publishes it (epoch times; the plan once revealed)."""
+    plan = {"mine": mine, "scenario": "return_overlimit", "point": "001A03",
+            "start_at": t0 + 10, "drawn_at": t0 - 60, "window": [t0, t0 + 60],
+            "candidates": 12, "nonce": "5a" * 32}
+    d = {"id": did, "plan": plan if revealed else None, "commitment": COMMIT,
+         "status": status, "armed_at": t0, "armed_by": "市应急局",
+         "started_at": t0 + 10 if status != "armed" else None,
+         "ended_at": t0 + 40 if status in ("aborted", "finished") else None,
+         "ended_by": "市应急局" if status in ("aborted", "finished") else None,
+         "abort_reason": "", "revealed": revealed,
+         "points": ["001A03", "001A04"] if revealed else [], "incident": None}
+    d.update(kw)
+    return d
+
+
+def drill_ev(d: dict[str, Any], at: float, passed: bool = False,
+             marks: list[dict[str, Any]] | None = None, mine: str = "north") -> dict[str, Any]:
+    return ev(mine, "drill", at=at, drill=d, passed=passed, scenario_name="回风巷瓦斯超限",
+              marks=MARKS if marks is None else marks)
+
+
+def test_drills_are_listed_newest_first_upserted_and_bounded():
+    clk = Clock()
+    t0 = clk.t
+    city = CityState(clock=clk, drills_size=3, mine_urls={"north": "http://127.0.0.1:9/"})
+    assert city.ingest(ev("north", "heartbeat", summary=summary()))
+    assert city.drills() == []
+    v0 = city.drills_version
+
+    # Finished (not yet revealed): score and commitment shown, the site not.
+    assert city.ingest(drill_ev(drill("D1", t0=t0), at=t0 + 41))
+    [d] = city.drills()
+    assert city.drills_version > v0
+    assert (d["id"], d["mine"], d["mine_name"], d["status"], d["ended"]) == \
+        ("D1", "north", "北山煤矿", "finished", True)
+    assert (d["scenario_name"], d["passed"], d["marks_passed"]) == ("回风巷瓦斯超限", False, 1)
+    assert d["marks"] == MARKS
+    assert (d["commitment"], d["commitment_short"]) == (COMMIT, COMMIT[:12])
+    assert (d["revealed"], d["point"], d["plan"], d["scenario"], d["points"]) == \
+        (False, None, None, None, [])
+    assert (d["started_at"], d["ended_at"], d["duration_s"]) == \
+        (iso(t0 + 10), iso(t0 + 40), 30.0)
+    assert d["url"] == "http://127.0.0.1:9/" and d["armed_by"] == "市应急局"
+    assert tile(city, "north")["status"] == "normal"  # a drill result is no alarm
+
+    # Revealed: the same drill updated in place (not a second entry), the site now shown.
+    assert city.ingest(drill_ev(drill("D1", t0=t0, revealed=True), at=t0 + 100))
+    [d] = city.drills()
+    assert (d["revealed"], d["point"], d["scenario"]) == (True, "001A03", "return_overlimit")
+    assert d["plan"]["nonce"] == "5a" * 32 and d["points"] == ["001A03", "001A04"]
+    # A late copy of the earlier, unrevealed state cannot hide it again; nor can a stale
+    # "running" state with a newer time bring the finished drill back.
+    version = city.drills_version
+    assert city.ingest(drill_ev(drill("D1", t0=t0), at=t0 + 41))
+    assert city.ingest(drill_ev(drill("D1", status="running", t0=t0, revealed=True),
+                                at=t0 + 200))
+    [d] = city.drills()
+    assert (d["status"], d["revealed"]) == ("finished", True)
+    assert city.drills_version == version
+
+    # Another mine's drill, aborted by a real alarm before it was scored: newest first.
+    aborted = drill("D2", status="aborted", t0=t0 + 500, mine="south",
+                    ended_by="system", abort_reason="真实报警 002A01 over_limit，演练自动中止")
+    assert city.ingest(drill_ev(aborted, at=t0 + 541, mine="south", marks=[]))
+    assert [(x["mine"], x["id"], x["status"]) for x in city.drills()] == \
+        [("south", "D2", "aborted"), ("north", "D1", "finished")]
+    assert [x["id"] for x in city.drills("north")] == ["D1"]
+    assert [x["id"] for x in city.drills(limit=1)] == ["D2"]
+    d2 = city.drills("south")[0]
+    assert (d2["passed"], d2["marks"], d2["abort_reason"]) == \
+        (False, [], "真实报警 002A01 over_limit，演练自动中止")
+    # The same drill id at two mines is two drills.
+    assert city.ingest(drill_ev(drill("D2", t0=t0 + 300), at=t0 + 341))
+    assert [(x["mine"], x["id"]) for x in city.drills()] == \
+        [("south", "D2"), ("north", "D2"), ("north", "D1")]
+
+    # Bounded: the oldest drill (by when it was armed) goes first.
+    assert city.ingest(drill_ev(drill("D4", t0=t0 + 900), at=t0 + 941, passed=True))
+    assert [x["id"] for x in city.drills()] == ["D4", "D2", "D2"]
+    assert [x["mine"] for x in city.drills()] == ["north", "south", "north"]
+    assert city.drills()[0]["passed"] is True
+    assert city.counters()["drills"] == 3
+    assert [x["id"] for x in city.mine_detail("north")["drills"]] == ["D4", "D2"]
+
+    # Malformed drill events are counted and change nothing.
+    before, version = city.drills(), city.drills_version
+    bad = [ev("north", "drill", drill="D5"), ev("north", "drill", drill=drill(""), marks=[]),
+           drill_ev(drill("D5", status="exploded"), at=t0 + 999),
+           drill_ev(drill("D5", started_at="soon"), at=t0 + 999),
+           drill_ev(drill("D5", revealed="yes"), at=t0 + 999),
+           drill_ev(drill("D5", commitment=123), at=t0 + 999),
+           drill_ev(drill("D5", plan=["001A03"], revealed=True), at=t0 + 999),
+           drill_ev(drill("D5", points="001A03"), at=t0 + 999),
+           {**drill_ev(drill("D5"), at=t0 + 999), "passed": "yes"},
+           {**drill_ev(drill("D5"), at=t0 + 999), "marks": "all good"},
+           drill_ev(drill("D5"), at=t0 + 999, marks=[{"step": "x", "seconds": "fast",
+                                                      "limit_s": 1.0, "passed": True}]),
+           drill_ev(drill("D5"), at=t0 + 999, marks=[{"title": "x", "passed": True}]),
+           {**drill_ev(drill("D5"), at=t0 + 999), "v": 99}]
+    for b in bad:
+        assert city.ingest(b) is False
+    assert city.drills() == before and city.drills_version == version
+    c = city.counters()
+    assert c["malformed"] == len(bad)
+    assert c["malformed_reasons"]["drill_marks"] == 3 and c["unknown_types"] == {}
 
 
 def test_cli_helpers():
@@ -826,6 +944,102 @@ async def test_mine_incident_and_report_chain_reach_the_city(broker, demo_mine):
             [demo] = [m for m in snap["mines"] if m["mine"] == "demo"]
             assert demo["status"] == "incident"
             assert [r["state"] for r in report_chain(demo)][:2] == ["done", "active"]
+
+
+DRILL_USER = "市应急局"
+DRILL_POINT = "001A03"  # a face return of the demo mine: return_overlimit can be staged there
+
+
+def arm_drill(svc: ServiceProcess) -> tuple[str, str]:
+    """Arm a committed return_overlimit drill at the demo mine (REST) starting in 0.5 s, wait
+    (bounded) until it runs; its id and commitment."""
+    t = time.time()
+    plan = Plan(mine="demo", scenario="return_overlimit", point=DRILL_POINT, start_at=t + 0.5,
+                drawn_at=t, window=(t, t + 60), candidates=1, nonce="5a" * 32)
+    commit = commitment(plan)
+    r = svc.post("/api/v1/drills", json={"plan": plan.model_dump(mode="json"),
+                                         "commitment": commit, "user": DRILL_USER})
+    assert r.status_code == 200, r.text
+    armed = r.json()
+    assert armed["status"] == "armed" and armed["plan"] is None
+    svc.wait_for(lambda: any(d["id"] == armed["id"] and d["status"] == "running"
+                             for d in svc.get("/api/v1/drills").json()), timeout=5)
+    return armed["id"], commit
+
+
+async def test_mine_drill_result_reaches_the_city(broker, demo_mine):
+    """A double-blind drill armed, run and finished at a real mine (its REST API) is listed at
+    the city with its score and commitment; revealing the plan updates the same entry."""
+    cfg, svc = broker.config, demo_mine
+    app = city_app(cfg, mine_urls={"demo": svc.url})
+    with AppServer(app) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+            async def connected():
+                return (await http.get("/api/v1/health")).json()["broker"]["connected"]
+            await until(connected, what="broker connection")
+            assert (await http.get("/api/v1/city/drills")).json() == []
+
+            drill_id, commit = await asyncio.to_thread(arm_drill, svc)
+            await asyncio.sleep(1.0)  # let the drill drive its signal for a moment
+            r = await asyncio.to_thread(svc.post, f"/api/v1/drills/{drill_id}/finish",
+                                        json={"user": DRILL_USER})
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "finished"
+
+            async def listed():
+                ds = (await http.get("/api/v1/city/drills", params={"mine": "demo"})).json()
+                return ds and ds
+            [d] = await until(listed, timeout=5, what="the drill at the city")
+            assert (d["id"], d["mine"], d["mine_name"], d["status"]) == \
+                (drill_id, "demo", "示范煤矿", "finished")
+            assert (d["commitment"], d["commitment_short"]) == (commit, commit[:12])
+            assert (d["revealed"], d["point"], d["plan"]) == (False, None, None)
+            assert d["scenario_name"] == "回风巷瓦斯超限" and d["armed_by"] == DRILL_USER
+            assert d["started_at"] and d["ended_at"] and d["ended_by"] == DRILL_USER
+            assert isinstance(d["passed"], bool) and d["url"] == svc.url
+            # The marks are the mine's score of the drill: each step against its limit.
+            report = (await asyncio.to_thread(
+                svc.get, f"/api/v1/drills/{drill_id}/report")).json()
+            assert [(m["step"], m["limit_s"]) for m in d["marks"]] == \
+                [(m["step"], m["limit_s"]) for m in report["marks"]]
+            steps = [m["step"] for m in d["marks"]]
+            assert steps[:2] == ["alarm:over_limit", "alarm:power_cut_limit"]
+            for m in d["marks"]:
+                assert set(m) == {"step", "title", "seconds", "limit_s", "passed"}
+                assert m["title"] and m["limit_s"] > 0
+                assert m["passed"] == (m["seconds"] is not None
+                                       and m["seconds"] <= m["limit_s"])
+            assert d["passed"] == (bool(d["marks"]) and all(m["passed"] for m in d["marks"]))
+            assert (await http.get("/api/v1/city/drills",
+                                   params={"mine": "nowhere"})).status_code == 404
+            assert [x["id"] for x in (await http.get("/api/v1/city/drills")).json()] == \
+                [drill_id]
+            detail = (await http.get("/api/v1/city/mines/demo")).json()
+            assert [x["id"] for x in detail["drills"]] == [drill_id]
+
+            # Revealed at the mine: the same entry now names the site.
+            r = await asyncio.to_thread(svc.post, f"/api/v1/drills/{drill_id}/reveal",
+                                        json={"user": DRILL_USER})
+            assert r.status_code == 200, r.text
+
+            async def revealed():
+                ds = (await http.get("/api/v1/city/drills")).json()
+                return len(ds) == 1 and ds[0]["revealed"] and ds
+            [d] = await until(revealed, timeout=5, what="the revealed plan at the city")
+            assert (d["id"], d["point"], d["scenario"]) == \
+                (drill_id, DRILL_POINT, "return_overlimit")
+            assert d["plan"]["nonce"] == "5a" * 32 and DRILL_POINT in d["points"]
+            assert d["commitment"] == commit and d["status"] == "finished"
+
+            # The WebSocket snapshot carries the drill list.
+            async with ws_connect(srv.url.replace("http", "ws") + "/ws/city",
+                                  open_timeout=5) as ws:
+                snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert [(x["id"], x["point"]) for x in snap["drills"]] == \
+                    [(drill_id, DRILL_POINT)]
+                update = json.loads(await asyncio.wait_for(ws.recv(), 3))
+                assert update["type"] == "update" and "drills" not in update  # unchanged
+            assert (await http.get("/api/v1/health")).json()["malformed"] == 0
 
 
 def test_city_app_rejects_bad_mine_urls():

@@ -6,6 +6,7 @@
   acknowledgement at the mine's REST API shows as 已确认. Screenshot: artifacts/city.png (the
   README's docs/city.png is a copy of it).
 - Synthetic mines over the broker: tiles per status, the drill-down link, the merged alarm feed,
+  the double-blind drill panel (双盲演练: score per step, commitment, the site once revealed),
   and the page reporting its own stale data when the city server goes away.
 
 Chromium is launched as in tests/test_browser.py (/usr/bin/chromium through Playwright). Every
@@ -31,11 +32,14 @@ from minewatch.procs import ServiceProcess
 from tests.conftest import ARTIFACTS
 from tests.test_city import (
     ACK_USER,
+    COMMIT,
     POINT,
     STEP,
     AppServer,
     alarm,
     city_app,
+    drill,
+    drill_ev,
     engine,
     ev,
     incident,
@@ -243,6 +247,30 @@ def test_city_page_tiles_feed_and_stale_data(broker, browser):
             assert "无未关闭事件" in page.inner_text("#city-incidents")
             page.wait_for_selector('.tile[data-mine="south"][data-status="power_cut"]',
                                    timeout=3000)
+
+            # A double-blind drill finished at south: listed with its score per step and the
+            # commitment; the site only once the plan is revealed (the same card updated).
+            assert "暂无演练记录" in page.inner_text("#city-drills")
+            t1 = time.time() - 120
+            send([(drill_ev(drill("D1", t0=t1, mine="south"), at=t1 + 41, mine="south"),
+                   False)])
+            dcard = '.city-drill[data-mine="south"][data-drill="D1"]'
+            page.wait_for_selector(f'{dcard}[data-status="finished"]', timeout=5000)
+            head = page.inner_text(f"{dcard} .dhead")
+            assert "南岭煤矿" in head and "回风巷瓦斯超限" in head and "已结束" in head
+            assert "不合格" in head and page.get_attribute(dcard, "data-passed") == "false"
+            assert "开始" in page.inner_text(f"{dcard} .dstart")
+            assert COMMIT[:12] in page.inner_text(f"{dcard} .dcommit")
+            assert "未公开" in page.inner_text(f"{dcard} .dsite")
+            ok = page.inner_text(f'{dcard} .marks li[data-step="alarm:over_limit"]')
+            assert "6.2 s" in ok and "14.0 s" in ok and "合格" in ok and "不合格" not in ok
+            miss = page.inner_text(f'{dcard} .marks li[data-step="alarm:power_cut_limit"]')
+            assert "未完成" in miss and "不合格" in miss
+            send([(drill_ev(drill("D1", t0=t1, mine="south", revealed=True), at=t1 + 100,
+                            mine="south"), False)])
+            page.wait_for_selector(f'{dcard}[data-revealed="true"]', timeout=5000)
+            assert "001A03" in page.inner_text(f"{dcard} .dsite")
+            assert page.locator("#city-drills .city-drill").count() == 1
 
             # The city server goes away: the page says its own data is stale.
             srv.server.should_exit = True

@@ -1,7 +1,9 @@
 // City command-center wall (市煤矿安全应急指挥部): per-mine tiles, the open incidents of every
-// mine with their report chain (事故汇报链), and the alarm feed across mines, all from /ws/city
-// (a snapshot, then an update at least once per second). Reconnects by itself; shows a stale
-// banner when its own feed stops. Data from mines is inserted as text, never as HTML.
+// mine with their report chain (事故汇报链), the double-blind drills' results (双盲演练) and the
+// alarm feed across mines, all from /ws/city (a snapshot, then an update at least once per
+// second; the drill list with the snapshot and whenever it changed). Reconnects by itself;
+// shows a stale banner when its own feed stops. Data from mines is inserted as text, never as
+// HTML.
 "use strict";
 const STATUS_LABEL = { normal: "正常", alarm: "报警", power_cut: "断电", incident: "应急处置中",
   no_data: "无数据" };
@@ -13,16 +15,21 @@ const TRANSITION_LABEL = { raised: "报警", returned: "已恢复", acknowledged
   incident_opened: "启动", incident_closed: "已关闭", report_overdue: "汇报超时" };
 const CUT_LABEL = { done: "已断电，馈电确认", active: "断电确认中", failed: "断电失败",
   skipped: "无需断电", pending: "待断电", overdue: "断电确认超时" };
+const DRILL_STATUS_LABEL = { armed: "已布置", running: "进行中", aborted: "已中止",
+  finished: "已结束" };
 const STALE_AFTER_MS = 3000;
 const FEED_MAX = 200;
 const tiles = new Map();   // mine id -> element
 const cards = new Map();   // "mine/incident id" -> element
+const drillCards = new Map();  // "mine/drill id" -> element
 let feed = [];             // newest first
 let lastMessage = 0;
 let brokerUp = false;
 
 const $ = (sel) => document.querySelector(sel);
 const fmtTime = (iso) => iso ? new Date(iso).toLocaleTimeString("zh-CN", { hour12: false }) : "";
+const fmtDateTime = (iso) => iso
+  ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : "";
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -271,6 +278,112 @@ function renderIncidents(list) {
   }
 }
 
+// --- double-blind drills (双盲演练) ----------------------------------------------------------
+const fmtSec = (s) => typeof s === "number" ? `${s.toFixed(1)} s` : null;
+
+function buildDrillCard() {
+  const c = el("article", "city-drill");
+  const head = el("div", "dhead");
+  head.append(el("span", "dmine"), el("span", "dname"), el("span", "dstatus"),
+    el("span", "dverdict"));
+  const facts = el("div", "dfacts");
+  for (const cls of ["dstart", "ddur", "dby", "dreason"]) facts.append(el("span", cls));
+  const proof = el("div", "dproof");
+  proof.append(el("span", "dcommit"), el("span", "dsite"));
+  const marks = el("ol", "marks");
+  const foot = el("div", "dfoot");
+  c.append(head, facts, proof, marks, foot);
+  return c;
+}
+
+function renderMarks(ol, marks, started) {
+  ol.textContent = "";
+  if (!marks.length) {
+    ol.append(el("li", "nomarks", started ? "无评分步骤" : "无评分步骤（演练未开始）"));
+    return;
+  }
+  for (const m of marks) {
+    const li = el("li");
+    li.dataset.step = m.step;
+    li.dataset.passed = m.passed ? "true" : "false";
+    const sec = fmtSec(m.seconds);
+    const lim = fmtSec(m.limit_s);
+    const kind = m.step.startsWith("alarm:") ? m.step.slice(6) : null;
+    const title = kind && KIND_LABEL[kind] ? `报警：${KIND_LABEL[kind]}` : (m.title || m.step);
+    li.append(el("span", "mt", title),
+      el("span", "ms", sec === null ? "实测 未完成" : `实测 ${sec}`),
+      el("span", "ml", lim === null ? "时限 —" : `时限 ${lim}`),
+      el("span", "mr", m.passed ? "合格" : "不合格"));
+    ol.append(li);
+  }
+}
+
+function renderDrillCard(d) {
+  const key = `${d.mine}/${d.id}`;
+  let c = drillCards.get(key);
+  if (!c) { c = buildDrillCard(); drillCards.set(key, c); }
+  c.dataset.mine = d.mine;
+  c.dataset.drill = d.id;
+  c.dataset.status = d.status;
+  c.dataset.passed = d.passed === true ? "true" : d.passed === false ? "false" : "";
+  c.dataset.revealed = d.revealed ? "true" : "false";
+  c.querySelector(".dmine").textContent = d.mine_name || d.mine;
+  c.querySelector(".dname").textContent = d.scenario_name || d.scenario || "场景未公开";
+  c.querySelector(".dstatus").textContent = DRILL_STATUS_LABEL[d.status] || d.status;
+  const verdict = c.querySelector(".dverdict");
+  verdict.textContent = d.passed === true ? "合格" : d.passed === false ? "不合格" : "未评分";
+  const marks = d.marks || [];
+  verdict.title = marks.length ? `合格步骤 ${d.marks_passed}/${marks.length}` : "";
+  c.querySelector(".dstart").textContent = d.started_at
+    ? `开始 ${fmtDateTime(d.started_at)}`
+    : `未开始${d.armed_at ? `（布置于 ${fmtDateTime(d.armed_at)}）` : ""}`;
+  c.querySelector(".ddur").textContent = typeof d.duration_s === "number"
+    ? `历时 ${fmtDur(d.duration_s)}` : "";
+  c.querySelector(".dby").textContent = d.ended_by
+    ? `${d.status === "aborted" ? "中止" : "结束"}：${d.ended_by === "system" ? "系统" : d.ended_by}`
+    : "";
+  c.querySelector(".dreason").textContent = d.status === "aborted" && d.abort_reason
+    ? `原因：${d.abort_reason}` : "";
+  const commit = c.querySelector(".dcommit");
+  commit.textContent = d.commitment_short ? `承诺值 ${d.commitment_short}…` : "承诺值 —";
+  commit.title = d.commitment || "";
+  c.querySelector(".dsite").textContent = d.revealed
+    ? `演练地点：${d.point || "—"}（计划已公开）` : "演练地点：未公开";
+  renderMarks(c.querySelector(".marks"), marks, !!d.started_at);
+  const foot = c.querySelector(".dfoot");
+  foot.textContent = "";
+  foot.append(el("span", "did", `演练编号 ${d.id}`));
+  const base = d.url ? safeUrl(d.url) : null;
+  if (base) {
+    const root = base.endsWith("/") ? base : `${base}/`;
+    const report = el("a", "drill", "演练评分 ›");
+    report.href = new URL(`api/v1/drills/${encodeURIComponent(d.id)}/report?format=html`,
+      root).href;
+    report.target = "_blank";
+    report.rel = "noopener";
+    foot.append(report);
+  }
+  return c;
+}
+
+function renderDrills(list) {
+  const box = $("#city-drills");
+  const seen = new Set();
+  for (const d of list) {
+    seen.add(`${d.mine}/${d.id}`);
+    box.append(renderDrillCard(d));  // append keeps server order (newest first)
+  }
+  for (const [key, c] of drillCards) {
+    if (!seen.has(key)) { c.remove(); drillCards.delete(key); }
+  }
+  let empty = box.querySelector(".empty");
+  if (list.length && empty) empty.remove();
+  if (!list.length && !empty) {
+    empty = el("p", "empty", "暂无演练记录");
+    box.append(empty);
+  }
+}
+
 function renderFeed() {
   const list = $("#feed");
   list.innerHTML = "";
@@ -307,6 +420,7 @@ function onMessage(msg) {
   }
   renderTiles(msg.mines || []);
   renderIncidents(msg.mines || []);
+  if (Array.isArray(msg.drills)) renderDrills(msg.drills);
 }
 
 function connect() {
