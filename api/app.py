@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import (
     APIRouter,
+    Depends,
     FastAPI,
     HTTPException,
     Query,
@@ -29,18 +30,32 @@ from pydantic import BaseModel, Field
 
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
+from api.auth import OPERATE, READ, RESTORE, SIMULATE, current_user, signed, ws_user
+from api.auth import router as auth_router
 from api.drills import router as drills_router
 from api.incidents import router as incidents_router
 from api.lifecycle import router as lifecycle_router
 from api.params import optional_period, period
 from api.regulators import router as regulators_router
 from dashboard import STATIC_DIR, VENDOR_DIR
+from minewatch.auth import User
 from minewatch.readings import Quality, iso
 from minewatch.service import Service
 from minewatch.store import AlarmQuery, CommandQuery, HistoryQuery
 from simulators.mine import SCENARIOS, ScenarioError
 
 log = logging.getLogger("minewatch.api")
+
+# Same-origin only (no CORS middleware: browsers refuse other origins' scripts); no framing.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "style-src 'self' 'unsafe-inline'; "
+                               "script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; "
+                               "frame-ancestors 'none'",
+}
 
 MAX_RANGE_S = 31 * 86400
 MAX_LIMIT = 100_000
@@ -101,7 +116,7 @@ def _broker_health(s: Service) -> dict[str, Any] | None:
     return None
 
 
-@router.get("/dead-letters")
+@router.get("/dead-letters", dependencies=READ)
 async def dead_letters(
         request: Request,
         t_from: Annotated[str | None, Query(alias="from")] = None,
@@ -116,7 +131,7 @@ async def dead_letters(
                       "detail": d.detail, "payload": d.payload} for d in rows]}
 
 
-@router.get("/mine")
+@router.get("/mine", dependencies=READ)
 async def mine_layout(request: Request) -> dict[str, Any]:
     s = svc(request)
     m = s.mine
@@ -126,13 +141,13 @@ async def mine_layout(request: Request) -> dict[str, Any]:
             "relays": [{**r.model_dump(), "cut": s.power.relay_cut[r.id]} for r in m.relays]}
 
 
-@router.get("/points")
+@router.get("/points", dependencies=READ)
 async def points(request: Request) -> list[dict[str, Any]]:
     s = svc(request)
     return [s.point_json(i) for i in range(len(s.points))]
 
 
-@router.get("/points/{point_id}")
+@router.get("/points/{point_id}", dependencies=READ)
 async def point(request: Request, point_id: str) -> dict[str, Any]:
     s = svc(request)
     if point_id not in s.slot_of:
@@ -140,7 +155,7 @@ async def point(request: Request, point_id: str) -> dict[str, Any]:
     return s.point_json(s.slot_of[point_id])
 
 
-@router.get("/points/{point_id}/readings")
+@router.get("/points/{point_id}/readings", dependencies=READ)
 async def point_readings(
         request: Request, point_id: str,
         t_from: Annotated[str | None, Query(alias="from")] = None,
@@ -160,7 +175,7 @@ async def point_readings(
 AlarmStateQ = Literal["active", "open", "unack_active", "ack_active", "unack_rtn", "cleared"]
 
 
-@router.get("/alarms")
+@router.get("/alarms", dependencies=READ)
 async def alarms(
         request: Request, state: AlarmStateQ | None = None,
         t_from: Annotated[str | None, Query(alias="from")] = None,
@@ -179,7 +194,7 @@ async def alarms(
     return [s.alarm_json(r) for r in recs]
 
 
-@router.post("/alarms/{alarm_id}/ack")
+@router.post("/alarms/{alarm_id}/ack", dependencies=OPERATE)
 async def ack_alarm(request: Request, alarm_id: str, body: AckBody | None = None) -> dict:
     s = svc(request)
     body = body or AckBody()
@@ -191,7 +206,7 @@ async def ack_alarm(request: Request, alarm_id: str, body: AckBody | None = None
     return s.alarm_json(rec)
 
 
-@router.get("/commands")
+@router.get("/commands", dependencies=READ)
 async def commands(
         request: Request,
         t_from: Annotated[str | None, Query(alias="from")] = None,
@@ -203,26 +218,29 @@ async def commands(
         CommandQuery(t_from=lo, t_to=hi, limit=limit))]
 
 
-@router.post("/relays/{relay_id}/restore")
-async def restore_relay(request: Request, relay_id: str, body: RestoreBody) -> dict:
+@router.post("/relays/{relay_id}/restore", dependencies=RESTORE)
+async def restore_relay(request: Request, relay_id: str, body: RestoreBody,
+                        who: Annotated[User, Depends(current_user)]) -> dict:
+    """A safety command: recorded under the logged-in user (the body's ``user`` is the name
+    they sign with, e.g. 带班领导 on duty), with the reason, in the journal."""
     s = svc(request)
     if relay_id not in s.mine.relay_by_id:
         raise HTTPException(404, f"unknown relay {relay_id!r}")
     if not s.power.relay_cut[relay_id]:
         raise HTTPException(409, f"relay {relay_id} is not cut")
     try:
-        cmd = await s.restore_relay(relay_id, body.user, body.reason)
+        cmd = await s.restore_relay(relay_id, signed(who, body.user), body.reason)
     except RestoreRefused as exc:
         raise HTTPException(409, str(exc)) from exc
     return s.command_json(cmd)
 
 
-@router.get("/substations")
+@router.get("/substations", dependencies=READ)
 async def substations(request: Request) -> list[dict[str, Any]]:
     return svc(request).substations_json()
 
 
-@router.get("/sim")
+@router.get("/sim", dependencies=READ)
 async def sim_state(request: Request) -> dict[str, Any]:
     s = svc(request)
     if s.sim is None:
@@ -233,7 +251,7 @@ async def sim_state(request: Request) -> dict[str, Any]:
             "injections": [vars(i) for i in s.sim.injections[-100:]]}
 
 
-@router.post("/sim/scenarios")
+@router.post("/sim/scenarios", dependencies=SIMULATE)
 async def inject(request: Request, body: ScenarioBody) -> dict[str, Any]:
     s = svc(request)
     if s.sim is None:
@@ -284,6 +302,8 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app = FastAPI(title="minewatch", version="0.1.0", lifespan=lifespan,
                   description="煤矿安全监控: gas and ventilation monitoring and alarm service")
     app.state.service = service
+    app.state.user_cache = {}
+    app.include_router(auth_router)
     app.include_router(router)
     app.include_router(regulators_router)
     app.include_router(lifecycle_router)
@@ -293,6 +313,8 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     @app.websocket("/ws/live")
     async def ws_live(ws: WebSocket) -> None:
         await ws.accept()
+        if await ws_user(ws) is None:
+            return
         snapshot = {"type": "snapshot",
                     "points": [service.point_live(i) for i in range(len(service.points))]}
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
@@ -301,6 +323,8 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     @app.websocket("/ws/alarms")
     async def ws_alarms(ws: WebSocket) -> None:
         await ws.accept()
+        if await ws_user(ws) is None:
+            return
         snapshot = {"type": "snapshot",
                     "alarms": [service.alarm_json(r) for r in service.book.open.values()],
                     "incidents": [service.incident_json(i)
@@ -311,6 +335,19 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def index() -> RedirectResponse:
         return RedirectResponse("/dashboard/index.html")
+
+    limit = service.settings.max_request_bytes
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        """Size limit on request bodies, and security headers on every answer."""
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > limit):
+            return JSONResponse({"detail": f"请求过大 / request body over {limit} bytes"},
+                                status_code=413)
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     @app.exception_handler(ValueError)
     async def value_error(_: Request, exc: ValueError) -> JSONResponse:

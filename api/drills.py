@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from api.auth import DRILL
 from minewatch.drills import Drill, DrillError
 from minewatch.service import Service
 from simulators.drill import Plan
@@ -40,18 +41,18 @@ def _drill(s: Service, drill_id: str) -> Drill:
     return d
 
 
-@router.get("/drills/scenarios", summary="演练场景库 / scenario library")
+@router.get("/drills/scenarios", dependencies=DRILL, summary="演练场景库 / scenario library")
 async def scenarios(request: Request) -> list[dict[str, Any]]:
     return [sc.model_dump() for sc in _svc(request).drills.library.values()]
 
 
-@router.get("/drills", summary="演练列表 / drills")
+@router.get("/drills", dependencies=DRILL, summary="演练列表 / drills")
 async def drills(request: Request) -> list[dict[str, Any]]:
     """The plan of a drill stays hidden until it is revealed."""
     return [d.public() for d in _svc(request).drills.drills.values()]
 
 
-@router.post("/drills", summary="布置演练 / arm a drill")
+@router.post("/drills", dependencies=DRILL, summary="布置演练 / arm a drill")
 async def arm(request: Request, body: ArmBody) -> dict[str, Any]:
     """The plan must hash to the commitment published beforehand; it starts at its time."""
     s = _svc(request)
@@ -70,17 +71,17 @@ async def _end(request: Request, drill_id: str, status: str, by: str, reason: st
     return d.public()
 
 
-@router.post("/drills/{drill_id}/abort", summary="中止演练 / abort")
+@router.post("/drills/{drill_id}/abort", dependencies=DRILL, summary="中止演练 / abort")
 async def abort(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
     return await _end(request, drill_id, "aborted", body.user, body.reason or "组织者中止")
 
 
-@router.post("/drills/{drill_id}/finish", summary="结束演练 / finish")
+@router.post("/drills/{drill_id}/finish", dependencies=DRILL, summary="结束演练 / finish")
 async def finish(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
     return await _end(request, drill_id, "finished", body.user)
 
 
-@router.post("/drills/{drill_id}/reveal", summary="公开计划 / reveal the plan")
+@router.post("/drills/{drill_id}/reveal", dependencies=DRILL, summary="公开计划 / reveal the plan")
 async def reveal(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
     s = _svc(request)
     try:
@@ -89,7 +90,7 @@ async def reveal(request: Request, drill_id: str, body: UserBody) -> dict[str, A
         raise HTTPException(409, str(exc)) from exc
 
 
-@router.get("/drills/{drill_id}/report", summary="演练评分 / drill score")
+@router.get("/drills/{drill_id}/report", dependencies=DRILL, summary="演练评分 / drill score")
 async def report(request: Request, drill_id: str, format: str = "json") -> Any:
     s = _svc(request)
     rep = await s.drills.report(_drill(s, drill_id))

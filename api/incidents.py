@@ -13,13 +13,15 @@ import math
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from alarms.incidents import Incident, IncidentConflict, IncidentError, IncidentNotFound
 from alarms.workflows import RestoreRefused
+from api.auth import OPERATE, READ, RESTORE, current_user, signed
 from api.params import optional_period
+from minewatch.auth import User
 from minewatch.readings import iso
 from minewatch.service import Service
 from minewatch.store import CommandQuery, HistoryQuery, IncidentQuery
@@ -77,7 +79,7 @@ async def _get(s: Service, incident_id: str) -> Incident:
     return Incident.from_dict(found[0].data)
 
 
-@router.get("/incidents", summary="事件列表 / incidents")
+@router.get("/incidents", dependencies=READ, summary="事件列表 / incidents")
 async def incidents(
         request: Request, state: Literal["open", "closed"] | None = None,
         t_from: Annotated[str | None, Query(alias="from")] = None,
@@ -99,55 +101,62 @@ async def incidents(
     return [s.incident_json(i) for i in out]
 
 
-@router.get("/incidents/{incident_id}", summary="事件详情 / one incident")
+@router.get("/incidents/{incident_id}", dependencies=READ, summary="事件详情 / one incident")
 async def incident(request: Request, incident_id: str) -> dict[str, Any]:
     s = _svc(request)
     return s.incident_json(await _get(s, incident_id))
 
 
-@router.post("/incidents/{incident_id}/steps/{step}/ack", summary="确认步骤 / acknowledge a step")
+@router.post("/incidents/{incident_id}/steps/{step}/ack", dependencies=OPERATE,
+             summary="确认步骤 / acknowledge a step")
 async def ack_step(request: Request, incident_id: str, step: str, body: StepAck) -> dict:
     """`evacuate:<area>` (area confirmed clear) or `report:<level>` (report received)."""
     s = _svc(request)
     return _act(s, lambda now: s.incidents.ack(incident_id, step, body.user, now, body.note))
 
 
-@router.post("/incidents/{incident_id}/tasks/{roadway}", summary="排放瓦斯任务 / rescue task")
+@router.post("/incidents/{incident_id}/tasks/{roadway}", dependencies=OPERATE,
+             summary="排放瓦斯任务 / rescue task")
 async def task(request: Request, incident_id: str, roadway: str, body: TaskBody) -> dict:
     s = _svc(request)
     return _act(s, s.incidents.set_task, incident_id, roadway, body.status, body.team,
                 body.user)
 
 
-@router.post("/incidents/{incident_id}/wider-cut", summary="扩大断电范围 / wider power cut")
+@router.post("/incidents/{incident_id}/wider-cut", dependencies=OPERATE,
+             summary="扩大断电范围 / wider power cut")
 async def wider_cut(request: Request, incident_id: str, body: UserBody) -> dict:
     """Offered after 断电失败: cut the upstream/downstream relays of the range."""
     s = _svc(request)
     return _act(s, s.incidents.wider_cut, incident_id, body.user)
 
 
-@router.post("/incidents/{incident_id}/restore", summary="申请复电 / restore the range")
-async def restore(request: Request, incident_id: str, body: RestoreBody) -> dict:
+@router.post("/incidents/{incident_id}/restore", dependencies=RESTORE,
+             summary="申请复电 / restore the range")
+async def restore(request: Request, incident_id: str, body: RestoreBody,
+                  who: Annotated[User, Depends(current_user)]) -> dict:
     """Refused (409, with the reason) while methane in the range is not below the restore
     limit, a sensor cannot be trusted or an interlock holds; restoring is always by a person."""
     s = _svc(request)
     if incident_id not in s.incidents.incidents:
         raise HTTPException(404, f"未知事件 {incident_id} / unknown incident")
     try:
-        cmds = await s.restore_incident(incident_id, body.user, body.reason or "人工复电")
+        cmds = await s.restore_incident(incident_id, signed(who, body.user),
+                                        body.reason or "人工复电")
     except RestoreRefused as exc:
         raise HTTPException(409, str(exc)) from exc
     return {"commands": [s.command_json(c) for c in cmds],
             "incident": s.incident_json(s.incidents.incidents[incident_id])}
 
 
-@router.post("/incidents/{incident_id}/close", summary="关闭事件 / close an incident")
+@router.post("/incidents/{incident_id}/close", dependencies=RESTORE,
+             summary="关闭事件 / close an incident")
 async def close(request: Request, incident_id: str, body: UserBody) -> dict:
     s = _svc(request)
     return _act(s, s.incidents.close, incident_id, body.user)
 
 
-@router.get("/notifications", summary="已发通知 / notifications sent")
+@router.get("/notifications", dependencies=READ, summary="已发通知 / notifications sent")
 async def notifications(request: Request,
                         incident: str | None = None) -> list[dict[str, Any]]:
     s = _svc(request)
@@ -155,7 +164,7 @@ async def notifications(request: Request,
             if incident is None or n.incident == incident]
 
 
-@router.get("/duty", summary="值班表 / who is on duty")
+@router.get("/duty", dependencies=READ, summary="值班表 / who is on duty")
 async def duty(request: Request) -> dict[str, Any]:
     s = _svc(request)
     now = time.time()
@@ -241,7 +250,7 @@ def _chart(series: dict[str, list[tuple[float, float]]], t0: float, t1: float,
     return "".join(parts)
 
 
-@router.get("/incidents/{incident_id}/report", response_class=HTMLResponse,
+@router.get("/incidents/{incident_id}/report", dependencies=READ, response_class=HTMLResponse,
             summary="事件报告 / printable incident report")
 async def report(request: Request, incident_id: str) -> HTMLResponse:
     s = _svc(request)

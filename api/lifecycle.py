@@ -20,6 +20,7 @@ from alarms.lifecycle import (
     AlarmNotFound,
 )
 from alarms.lockouts import BLOCK_NAMES, LOCK_NAMES, bit_names, block_text, lock_text
+from api.auth import OPERATE, READ
 from api.params import DAY, period
 from minewatch.readings import iso
 from minewatch.service import Service
@@ -60,7 +61,8 @@ class OutOfServiceBody(BaseModel):
     hours: float | None = Field(None, gt=0, le=24 * 30)
 
 
-@router.post("/alarms/{alarm_id}/shelve", summary="搁置报警 / shelve an alarm")
+@router.post("/alarms/{alarm_id}/shelve", dependencies=OPERATE,
+             summary="搁置报警 / shelve an alarm")
 async def shelve(request: Request, alarm_id: str, body: ShelveBody) -> dict[str, Any]:
     """Safety-critical alarms (power cut, unverified cut, lockout) cannot be shelved (403)."""
     s, now = _svc(request), time.time()
@@ -73,7 +75,8 @@ async def shelve(request: Request, alarm_id: str, body: ShelveBody) -> dict[str,
     return s.alarm_json(rec)
 
 
-@router.post("/alarms/{alarm_id}/unshelve", summary="取消搁置 / unshelve an alarm")
+@router.post("/alarms/{alarm_id}/unshelve", dependencies=OPERATE,
+             summary="取消搁置 / unshelve an alarm")
 async def unshelve(request: Request, alarm_id: str, body: UserBody) -> dict[str, Any]:
     s = _svc(request)
     try:
@@ -84,7 +87,8 @@ async def unshelve(request: Request, alarm_id: str, body: UserBody) -> dict[str,
     return s.alarm_json(rec)
 
 
-@router.post("/alarms/{alarm_id}/comments", summary="报警备注 / comment on an open alarm")
+@router.post("/alarms/{alarm_id}/comments", dependencies=OPERATE,
+             summary="报警备注 / comment on an open alarm")
 async def comment(request: Request, alarm_id: str, body: CommentBody) -> dict[str, Any]:
     s = _svc(request)
     try:
@@ -101,7 +105,8 @@ class CalibrationBody(BaseModel):
     minutes: float = Field(gt=0, le=24 * 60, description="申报标校时长（分钟） / planned duration")
 
 
-@router.post("/points/{point_id}/calibration", summary="申报标校 / declare a calibration")
+@router.post("/points/{point_id}/calibration", dependencies=OPERATE,
+             summary="申报标校 / declare a calibration")
 async def declare_calibration(request: Request, point_id: str,
                               body: CalibrationBody) -> dict[str, Any]:
     """Readings of the point during the declared window are judged ``calibrating`` (no normal
@@ -114,7 +119,8 @@ async def declare_calibration(request: Request, point_id: str,
     return s.declare_calibration(point_id, body.user, body.reason, now, now + body.minutes * 60)
 
 
-@router.delete("/points/{point_id}/calibration", summary="结束标校 / end a calibration")
+@router.delete("/points/{point_id}/calibration", dependencies=OPERATE,
+               summary="结束标校 / end a calibration")
 async def end_calibration(request: Request, point_id: str,
                           user: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:
     s = _svc(request)
@@ -125,7 +131,8 @@ async def end_calibration(request: Request, point_id: str,
     return s.end_calibration(point_id, user, time.time())
 
 
-@router.post("/points/{point_id}/out-of-service", summary="测点停用 / take a point out of service")
+@router.post("/points/{point_id}/out-of-service", dependencies=OPERATE,
+             summary="测点停用 / take a point out of service")
 async def out_of_service(request: Request, point_id: str,
                          body: OutOfServiceBody) -> dict[str, Any]:
     """During maintenance the point's alarms are recorded but not annunciated (safety-critical
@@ -144,7 +151,8 @@ async def out_of_service(request: Request, point_id: str,
     return entry.to_dict()
 
 
-@router.delete("/points/{point_id}/out-of-service", summary="测点恢复 / back in service")
+@router.delete("/points/{point_id}/out-of-service", dependencies=OPERATE,
+               summary="测点恢复 / back in service")
 async def in_service(request: Request, point_id: str,
                      user: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:
     s = _svc(request)
@@ -158,7 +166,7 @@ async def in_service(request: Request, point_id: str,
     return entry.to_dict()
 
 
-@router.get("/lockouts", summary="闭锁状态 / interlock state per relay")
+@router.get("/lockouts", dependencies=READ, summary="闭锁状态 / interlock state per relay")
 async def lockouts(request: Request) -> list[dict[str, Any]]:
     """风电闭锁 / 甲烷电闭锁 / 故障闭锁 latched per relay, and why a restore is refused now."""
     s = _svc(request)
@@ -175,7 +183,7 @@ async def lockouts(request: Request) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/kpi", summary="报警系统指标 / ISA-18.2 alarm-system KPIs")
+@router.get("/kpi", dependencies=READ, summary="报警系统指标 / ISA-18.2 alarm-system KPIs")
 async def kpi(request: Request, t_from: Annotated[str, Query(alias="from")],
               t_to: Annotated[str | None, Query(alias="to")] = None) -> dict[str, Any]:
     """Alarms per 10 min per position, floods, top 10, chattering and stale alarms, priority

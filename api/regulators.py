@@ -31,6 +31,7 @@ from alarms.statistics import (
     mean,
     point_statistics,
 )
+from api.auth import RECORDS
 from api.params import DAY, T_MAX, T_MIN, optional_period, period
 from minewatch.readings import Quality, iso
 from minewatch.records import AlarmRecord, CommandRecord
@@ -59,7 +60,7 @@ AlarmStateQ = Literal["active", "open", "unack_active", "ack_active", "unack_rtn
 CommandResultQ = Literal["pending", "sent", "verified", "unverified", "failed", "refused"]
 
 TAG = "regulators 监管部门"
-router = APIRouter(prefix="/api/v1", tags=[TAG])
+router = APIRouter(prefix="/api/v1", tags=[TAG], dependencies=RECORDS)
 
 # --- shared parameters -------------------------------------------------------------------
 FromQ = Annotated[str | None, Query(

@@ -50,7 +50,7 @@ async def wait_alarm(ws, point: str, timeout: float) -> float:
 async def measure(svc: ServiceProcess, point: str, n: int, poll_s: float) -> dict:
     relays = svc.get(f"/api/v1/points/{point}").json()["relays"]
     cut_ms, ws_ms, proc_ms = [], [], []
-    async with connect(svc.url.replace("http", "ws") + "/ws/alarms") as ws:
+    async with connect(svc.ws("/ws/alarms")) as ws:
         await ws.recv()  # snapshot
         for _ in range(n):
             await asyncio.sleep(random.uniform(0, poll_s))

@@ -230,10 +230,25 @@ def _v3(mode: str, retention: Retention) -> str:
     """
 
 
+def _v4(mode: str, retention: Retention) -> str:
+    # Users belong to the installation (a regulator sees several mines), so no mine_id.
+    return """
+    CREATE TABLE users (
+        name text PRIMARY KEY,
+        role text NOT NULL,
+        password_hash text NOT NULL,
+        mines jsonb NOT NULL,
+        created_at double precision NOT NULL,
+        disabled boolean NOT NULL DEFAULT false
+    );
+    """
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "readings, rollups, alarms, commands, journal", _v1),
     Migration(2, "dead letters (refused input with its reason)", _v2),
     Migration(3, "incidents (workflow runs, upserted by id, newest update wins)", _v3),
+    Migration(4, "users (hashed passwords, role, jurisdiction)", _v4),
 ]
 
 

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.pg_schema import NATIVE, ROLLUPS, TIMESCALE, detect_mode, migrate
+from minewatch.auth import User
 from minewatch.records import AlarmRecord, CommandRecord, DeadLetter, IncidentRecord
 from minewatch.store import (
     GENESIS_HASH,
@@ -310,6 +311,31 @@ class PostgresStore:
                 "ON CONFLICT DO NOTHING",
                 (self.mine_id, letter.key, letter.at, letter.source, letter.reason,
                  letter.detail, letter.payload))
+
+    # --- users ---------------------------------------------------------------------------------
+    async def save_user(self, user: User) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO users VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE "
+                "SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash, "
+                "mines = EXCLUDED.mines, disabled = EXCLUDED.disabled",
+                (user.name, user.role, user.password_hash, json.dumps(user.mines),
+                 user.created_at, user.disabled))
+
+    async def user(self, name: str) -> User | None:
+        found = await self._users(name)
+        return found[0] if found else None
+
+    async def users(self) -> list[User]:
+        return await self._users(None)
+
+    async def _users(self, name: str | None) -> list[User]:
+        sql = "SELECT name, role, password_hash, mines, created_at, disabled FROM users"
+        async with self._pool.connection() as conn:
+            cur = await (conn.execute(sql + " WHERE name = %s", (name,)) if name is not None
+                         else conn.execute(sql + " ORDER BY name"))
+            return [User(n, r, h, list(m), c, bool(d)) for n, r, h, m, c, d in
+                    await cur.fetchall()]
 
     async def dead_letters(self, t_from: float | None, t_to: float | None,
                            limit: int) -> list[DeadLetter]:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from minewatch.auth import User
 from minewatch.records import AlarmRecord, CommandRecord, DeadLetter, IncidentRecord
 from minewatch.store import (
     GENESIS_HASH,
@@ -67,6 +68,14 @@ CREATE TABLE IF NOT EXISTS commands (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS commands_issued ON commands (issued_at);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    mines TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -325,6 +334,26 @@ class SqliteStore:
             "INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
             (letter.key, letter.at, letter.source, letter.reason, letter.detail,
              letter.payload)))
+
+    # --- users ---------------------------------------------------------------------------------
+    async def save_user(self, user: User) -> None:
+        await self._run(lambda: self.db.execute(
+            "INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?, ?, ?)",
+            (user.name, user.role, user.password_hash, json.dumps(user.mines),
+             user.created_at, int(user.disabled))))
+
+    async def user(self, name: str) -> User | None:
+        found = await self._run(self._users, name)
+        return found[0] if found else None
+
+    async def users(self) -> list[User]:
+        return await self._run(self._users, None)
+
+    def _users(self, name: str | None) -> list[User]:
+        sql = "SELECT name, role, password_hash, mines, created_at, disabled FROM users"
+        rows = self.db.execute(sql + " WHERE name = ?", (name,)) if name is not None else \
+            self.db.execute(sql + " ORDER BY name")
+        return [User(n, r, h, json.loads(m), c, bool(d)) for n, r, h, m, c, d in rows]
 
     async def dead_letters(self, t_from: float | None, t_to: float | None,
                            limit: int) -> list[DeadLetter]:

@@ -60,14 +60,36 @@ def run(
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", lifespan="on")
 
 
+def _token(api: str) -> str | None:
+    """MINEWATCH_TOKEN, else log in as MINEWATCH_USER (default admin) with MINEWATCH_PASSWORD
+    (or MINEWATCH_ADMIN_PASSWORD)."""
+    import os
+
+    from minewatch.procs import login
+
+    if token := os.environ.get("MINEWATCH_TOKEN"):
+        return token
+    password = os.environ.get("MINEWATCH_PASSWORD") or os.environ.get("MINEWATCH_ADMIN_PASSWORD")
+    if not password:
+        return None
+    return login(api, os.environ.get("MINEWATCH_USER", "admin"), password)
+
+
 def _call(api: str, method: str, path: str, body: dict | None = None) -> dict:
     import httpx
 
     try:
-        r = httpx.request(method, f"{api.rstrip('/')}/api/v1{path}", json=body, timeout=10)
+        token = _token(api)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = httpx.request(method, f"{api.rstrip('/')}/api/v1{path}", json=body, timeout=10,
+                          headers=headers)
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach {api}: {exc}", err=True)
         raise typer.Exit(1) from exc
+    if r.status_code == 401:
+        typer.echo("not logged in: set MINEWATCH_PASSWORD (the admin password printed at the "
+                   "first start) or MINEWATCH_TOKEN", err=True)
+        raise typer.Exit(1)
     if r.status_code != 200:
         typer.echo(f"refused ({r.status_code}): {r.text}", err=True)
         raise typer.Exit(1)
@@ -196,6 +218,55 @@ def verify_journal_cmd(
     typer.echo(f"journal BROKEN at seq {bad}{detail}: {checked} rows verified before it",
                err=True)
     raise typer.Exit(1)
+
+
+# --- users -------------------------------------------------------------------------------------
+user_app = typer.Typer(help="Users of the REST API and screens (hashed passwords in the store).",
+                       no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="login name")],
+    role: Annotated[str, typer.Option(help="viewer, dispatcher, mine_leader, organiser, "
+                                           "regulator, city, admin")],
+    mine: Annotated[list[str] | None, typer.Option(
+        help="mine id the user may see (repeatable; default all)")] = None,
+    data_dir: Annotated[Path, typer.Option(help="embedded store directory")] = Path("data"),
+    database_url: Annotated[str | None, typer.Option(help="postgresql://…")] = None,
+) -> None:
+    """Add or replace a user; the password is read from MINEWATCH_NEW_PASSWORD or prompted."""
+    import asyncio
+    import os
+
+    from minewatch.auth import AuthError, new_user
+    from minewatch.mine import Mine
+    from minewatch.service import open_store
+    from minewatch.settings import Settings
+
+    password = os.environ.get("MINEWATCH_NEW_PASSWORD") or typer.prompt(
+        "password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = new_user(name, role, password, mine or ["*"])
+    except AuthError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    overrides: dict = {"data_dir": data_dir}
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    settings = Settings(**overrides)
+
+    async def save() -> None:
+        store = open_store(settings, Mine.load(settings.mine_config).mine.id)
+        await store.open()
+        try:
+            await store.save_user(user)
+        finally:
+            await store.close()
+
+    asyncio.run(save())
+    typer.echo(f"user {name} ({role}) saved; mines: {', '.join(user.mines)}")
 
 
 # --- drills (双盲演练) --------------------------------------------------------------------------

@@ -19,6 +19,28 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# The admin password of services started here (tests, benchmarks): loopback only.
+ADMIN_PASSWORD = "local-test-admin"
+_TOKENS: dict[str, str] = {}  # service URL → admin token
+
+
+def auth_headers(url: str) -> dict[str, str]:
+    """The Authorization header for a service started here (by its URL)."""
+    token = _TOKENS.get(url.rstrip("/"))
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def ws_url(url: str, path: str) -> str:
+    """A WebSocket URL of a service started here, with its token."""
+    token = _TOKENS.get(url.rstrip("/"), "")
+    return url.replace("http", "ws", 1).rstrip("/") + path + f"?token={token}"
+
+
+def login(url: str, user: str, password: str) -> str:
+    r = httpx.post(url.rstrip("/") + "/api/v1/auth/token", timeout=10,
+                   data={"username": user, "password": password})
+    r.raise_for_status()
+    return r.json()["access_token"]
 
 
 def free_port() -> int:
@@ -35,14 +57,24 @@ class ServiceProcess:
     proc: subprocess.Popen
     log: Path
 
+    def _headers(self, kw: dict[str, Any]) -> dict[str, Any]:
+        return {**auth_headers(self.url), **kw.pop("headers", {})}
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, **kw)
+        return httpx.get(self.url + path, timeout=10, headers=self._headers(kw), **kw)
 
     def post(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=10, **kw)
+        return httpx.post(self.url + path, timeout=10, headers=self._headers(kw), **kw)
 
     def delete(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.delete(self.url + path, timeout=10, **kw)
+        return httpx.delete(self.url + path, timeout=10, headers=self._headers(kw), **kw)
+
+    def ws(self, path: str) -> str:
+        return ws_url(self.url, path)
+
+    @property
+    def token(self) -> str:
+        return _TOKENS[self.url]
 
     def inject(self, scenario: str, point: str, **kw: Any) -> dict:
         r = self.post("/api/v1/sim/scenarios", json={"scenario": scenario, "point": point, **kw})
@@ -80,7 +112,8 @@ def start_service(workdir: Path, *extra: str, port: int | None = None,
     port = port or free_port()
     data_dir = data_dir or workdir / f"data-{port}"
     log = workdir / f"service-{port}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MINEWATCH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+           **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "minewatch.cli", "run", "--port", str(port), "--data-dir",
          str(data_dir), *extra], stdout=log.open("a"), stderr=subprocess.STDOUT, env=env,
@@ -93,6 +126,7 @@ def start_service(workdir: Path, *extra: str, port: int | None = None,
         try:
             h = svc.get("/api/v1/health")
             if h.status_code == 200 and all(s["online"] for s in h.json()["substations"]):
+                _TOKENS[svc.url] = login(svc.url, "admin", env["MINEWATCH_ADMIN_PASSWORD"])
                 return svc
         except httpx.HTTPError:
             pass

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import math
+import secrets
 import shutil
 import time
 import uuid
@@ -79,6 +80,7 @@ from ingest.mqtt_payload import PointInfo, Reject
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteStore
 from ingest.writer import StoreWriter, WriterStats
+from minewatch.auth import hash_password, load_secret, new_user, verify_password
 from minewatch.broker import ENGINE_USER, BrokerProcess, write_config
 from minewatch.bus import EventBus
 from minewatch.drills import DrillRunner
@@ -263,6 +265,7 @@ class Service:
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
+        self.jwt_secret = load_secret(self.settings.jwt_secret, self.settings.data_dir)
         # Crash recovery first: what the last process spooled but did not store (alarms,
         # commands) must be in the store before the alarm book and relay states load from it.
         # Bounded, so a long backlog or a store outage does not delay monitoring.
@@ -271,6 +274,10 @@ class Service:
         if not await self.writer.wait_idle(self.settings.spool_replay_wait_s):
             log.error("spool replay not finished within %.0f s (%d ops left); starting anyway",
                       self.settings.spool_replay_wait_s, self.spool.stats.pending_ops)
+        try:  # after the spool opens: the first admin is journaled
+            await self._ensure_admin()
+        except Exception:  # monitoring starts anyway; logins wait for the store
+            log.exception("could not check the admin user (store unavailable?)")
         await self._recover()
         self.power.restore_state(await self.store.commands(CommandQuery(limit=10_000)))
         broker = self._start_broker()
@@ -305,6 +312,23 @@ class Service:
         await self._reassert_cuts()
         log.info("minewatch started: mine %s, %d points, %d substations",
                  self.mine.mine.id, len(self.points), len(self.collectors))
+
+    async def _ensure_admin(self) -> None:
+        """The first start creates ``admin`` (MINEWATCH_ADMIN_PASSWORD, else a one-time
+        password printed once); a set MINEWATCH_ADMIN_PASSWORD is kept in force."""
+        pw = self.settings.admin_password
+        admin = await self.store.user("admin")
+        if admin is None:
+            once = pw is None
+            pw = pw or secrets.token_urlsafe(12)
+            await self.store.save_user(new_user("admin", "admin", pw))
+            self._journal("user_saved", "admin", {"role": "admin", "by": "setup"})
+            if once:
+                print(f"minewatch: admin one-time password: {pw}  (user admin; change it, or "
+                      "set MINEWATCH_ADMIN_PASSWORD)", flush=True)
+        elif pw is not None and not verify_password(pw, admin.password_hash):
+            admin.password_hash = hash_password(pw)
+            await self.store.save_user(admin)
 
     async def _recover(self) -> None:
         """Rebuild the in-memory state after a restart: open alarms from the alarm records;

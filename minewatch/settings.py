@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     poll_ms: int | None = Field(None, ge=50)  # override every substation's poll period
     simulate: bool = True  # start the simulated substations of the mine configuration
     log_level: str = "INFO"
+    # Security: the admin's password (else a one-time one is printed at the first start),
+    # the token signing secret (else a random one kept in data_dir/jwt.secret), request size.
+    admin_password: str | None = Field(None, min_length=8)
+    jwt_secret: str | None = Field(None, min_length=32)
+    max_request_bytes: int = Field(1 << 20, ge=1024)
     # Retention (days); defaults sit above the regulation minimums in DOMAIN.md.
     retention_raw_days: float = Field(90, ge=7)
     retention_rollup_days: float = Field(730, ge=365)

@@ -23,6 +23,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from minewatch.auth import User
 from minewatch.records import AlarmRecord, CommandRecord, DeadLetter, IncidentRecord
 
 # point_id, ts, value, quality, received_at, drill
@@ -234,6 +235,11 @@ class Store(Protocol):
         """Upsert by id (the newest ``updated_at`` wins; an older replayed one is ignored)."""
         ...
     async def incidents(self, q: IncidentQuery) -> list[IncidentRecord]: ...
+    async def save_user(self, user: User) -> None:
+        """Insert or replace by name (users are per installation, not per mine)."""
+        ...
+    async def user(self, name: str) -> User | None: ...
+    async def users(self) -> list[User]: ...
 
     async def append_journal(self, at: float, event: str, subject: str, data: dict[str, Any],
                              key: str) -> JournalRow | None:

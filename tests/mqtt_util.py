@@ -16,7 +16,7 @@ from typing import Any
 import aiomqtt
 import httpx
 
-from minewatch.procs import ServiceProcess
+from minewatch.procs import ServiceProcess, auth_headers, ws_url
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,14 @@ class Subscriber:
 
 
 async def aget(url: str, path: str, **params: Any) -> Any:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=auth_headers(url)) as client:
         r = await client.get(url + path, params=params or None)
     r.raise_for_status()
     return r.json()
 
 
 async def apost(url: str, path: str, body: dict) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=auth_headers(url)) as client:
         return await client.post(url + path, json=body)
 
 
@@ -142,7 +142,7 @@ async def cut_alarm_over_ws(url: str, point: str, timeout: float = 3.0) -> dict:
     from websockets.asyncio.client import connect
 
     got = []
-    async with connect(url.replace("http", "ws") + "/ws/alarms") as ws:
+    async with connect(ws_url(url, "/ws/alarms")) as ws:
         snapshot = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert snapshot["type"] == "snapshot"
         r = await apost(url, "/api/v1/sim/scenarios", {"scenario": "gas-overlimit",

@@ -18,6 +18,7 @@ BENCHES = {
                   "speedup_vs_reference"],
     "ingest.py": ["readings_per_s_1w", "readings_per_s_2w", "readings_per_s_4w",
                   "alarm_p99_ms"],
+    "soak.py": ["published", "stored", "probes", "rss_end_mb"],
     "store.py": ["embedded_rows_per_s", "postgres_rows_per_s", "embedded_history_p99_ms",
                  "postgres_history_p99_ms"],
 }
@@ -29,6 +30,8 @@ def test_bench_quick_prints_its_json_line(script):
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    if script == "soak.py":  # counts in = counts stored
+        assert result["lost"] == 0 and result["stored"] == result["published"], result
     for key in BENCHES[script]:
         assert isinstance(result[key], int | float), (key, result)
         assert result[key] > 0, (key, result)

@@ -4,13 +4,15 @@ on a second one, filters, and the stale indicator when the server stops."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import time
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from minewatch.procs import start_service
+from minewatch.procs import ADMIN_PASSWORD, start_service
 from tests.conftest import ARTIFACTS, ROOT, RunningService
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -25,15 +27,31 @@ def browser(tmp_path):
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-            headless=True, viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+            headless=True, viewport={"width": 1920, "height": 1080}, locale="zh-CN",
+            bypass_csp=True)  # the test's own page scripts (wait_for_function) use eval
         try:
             yield ctx
         finally:
             ctx.close()
 
 
+@pytest.fixture
+def strict_browser():
+    """A browser that enforces the service's Content-Security-Policy, as a real one does."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        ctx = b.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+            b.close()
+
+
 def _open(browser, service: RunningService):
     page = browser.new_page()
+    # Logged in: the token the wall screen keeps after the login form.
+    page.add_init_script(f"localStorage.setItem('mw_token', {json.dumps(service.token)})")
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(service.url + "/")
@@ -162,7 +180,11 @@ def test_wall_screen_reports_stale_data_when_the_server_stops(service: RunningSe
                                                               browser, tmp_path):
     page, _ = _open(browser, service)
     service.proc.terminate()
-    service.proc.wait(15)
+    try:
+        service.proc.wait(15)
+    except subprocess.TimeoutExpired:  # what the screen shows is the point here, not shutdown
+        service.proc.kill()
+        service.proc.wait(5)
     page.wait_for_selector('#conn[data-state="stale"]', timeout=6000)
     assert "数据中断" in page.inner_text("#conn")
     # The server comes back on the same address: the screen reconnects by itself.
@@ -172,3 +194,28 @@ def test_wall_screen_reports_stale_data_when_the_server_stops(service: RunningSe
         assert "数据正常" in page.inner_text("#conn")
     finally:
         again.stop()
+
+
+@pytest.mark.browser
+def test_wall_screen_asks_for_a_login_and_logs_in(shared_service: RunningService,
+                                                  strict_browser):
+    page = strict_browser.new_page()
+    blocked: list[str] = []
+    page.on("console", lambda m: blocked.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda e: blocked.append(str(e)))
+    page.goto(shared_service.url + "/")
+    page.wait_for_selector("#login:not([hidden])", timeout=5000)
+    assert page.locator('#points tr[data-point="001A01"]').count() == 0  # nothing shown
+    page.fill("#login-user", "admin")
+    page.fill("#login-password", "wrong-password")
+    page.click('#login-form button[type="submit"]')
+    page.wait_for_selector("#login-error:not(:empty)", timeout=5000)  # no eval under the CSP
+    page.fill("#login-password", ADMIN_PASSWORD)
+    page.click('#login-form button[type="submit"]')
+    page.wait_for_selector('#points tr[data-point="001A01"]', timeout=10000)
+    page.wait_for_selector('#conn[data-state="ok"]', timeout=5000)
+    # Under the real CSP the whole screen works: the chart draws (a canvas) and nothing is
+    # refused.
+    page.wait_for_selector("#chart canvas", timeout=5000)
+    assert blocked == []

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
 
 from websockets.asyncio.client import connect
 
+from minewatch.procs import auth_headers, ws_url
 from tests.conftest import ROOT, RunningService
 
 POINT = "001A02"  # 1101 return corner methane: alarm 1.0 %, cut 1.5 %, restore < 1.0 %
@@ -19,11 +21,13 @@ FACE_RELAYS = {"001C01", "001C02", "001C03"}
 
 async def _collect_alarms(url: str, until_kind: str, timeout: float) -> list[dict]:
     got: list[dict] = []
-    async with connect(url.replace("http", "ws") + "/ws/alarms") as ws:
+    async with connect(ws_url(url, "/ws/alarms")) as ws:
         snapshot = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert snapshot["type"] == "snapshot"
         subprocess.run([sys.executable, "-m", "minewatch.cli", "simulate", "gas-overlimit",
-                        "--point", POINT, "--api", url], check=True, cwd=ROOT, timeout=20)
+                        "--point", POINT, "--api", url], check=True, cwd=ROOT, timeout=20,
+                       env={**os.environ, "MINEWATCH_TOKEN": auth_headers(url)[
+                           "Authorization"].split()[1]})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))

@@ -110,7 +110,7 @@ def test_each_step_is_pushed_over_the_websocket(shared_service: RunningService):
 
     async def run() -> list[dict]:
         got: list[dict] = []
-        async with connect(s.url.replace("http", "ws") + "/ws/alarms") as ws:
+        async with connect(s.ws("/ws/alarms")) as ws:
             first = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert first["type"] == "snapshot" and "incidents" in first
             await asyncio.to_thread(s.inject, "gas-overlimit", "002A01")

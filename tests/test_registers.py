@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,3 +44,30 @@ def test_reads_stay_within_the_modbus_limit():
     assert all(count <= MAX_READ for _, count in spans)
     assert sum(count for _, count in spans) == 300
     assert spans[0] == (0, MAX_READ)
+
+
+@given(st.lists(st.integers(0, 0xFFFF), min_size=2, max_size=128).filter(
+    lambda r: len(r) % 2 == 0))
+def test_decoder_fuzz_any_register_content_is_a_value_and_a_quality(registers):
+    """Whatever a (faulty or hostile) substation answers, every channel decodes to a finite
+    value and exactly one quality; fault and calibration bits win over the range check."""
+    n = len(registers) // 2
+    scales = np.full(n, 100.0)
+    values, quality = decode(registers, scales, np.zeros(n), np.full(n, 100.0))
+    assert values.shape == quality.shape == (n,)
+    assert np.isfinite(values).all()
+    for c in range(n):
+        status = registers[2 * c + 1]
+        if status & 1:
+            assert quality[c] == Quality.FAULT
+        elif status & 2:
+            assert quality[c] == Quality.CALIBRATING
+        elif values[c] < 0 or values[c] > 100:
+            assert quality[c] == Quality.OUT_OF_RANGE
+        else:
+            assert quality[c] == Quality.OK
+
+
+def test_decoder_refuses_a_short_answer():
+    with pytest.raises(ValueError):
+        decode([0, 0, 0, 0], np.ones(3), np.zeros(3), np.ones(3))

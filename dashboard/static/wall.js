@@ -29,8 +29,30 @@ let chartDirty = false;
 
 const $ = (sel) => document.querySelector(sel);
 const fmtTime = (iso) => iso ? new Date(iso).toLocaleTimeString("zh-CN", { hour12: false }) : "";
-const post = (url, body) => fetch(url, { method: "POST",
+// Every call carries the user's token; a 401 (no or expired token) shows the login form.
+let token = localStorage.getItem("mw_token") || "";
+function api(url, opts = {}) {
+  return fetch(url, { ...opts, headers: { ...(opts.headers || {}), Authorization: `Bearer ${token}` } })
+    .then((r) => { if (r.status === 401) { showLogin(); throw new Error("401"); } return r; });
+}
+const post = (url, body) => api(url, { method: "POST",
   headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+function showLogin() {
+  const box = $("#login");
+  if (!box.hidden) return;
+  box.hidden = false;
+  $("#login-form").onsubmit = async (ev) => {
+    ev.preventDefault();
+    const form = new URLSearchParams({ username: $("#login-user").value,
+      password: $("#login-password").value });
+    const r = await fetch("/api/v1/auth/token", { method: "POST", body: form });
+    if (!r.ok) { $("#login-error").textContent = (await r.json()).detail || "登录失败"; return; }
+    token = (await r.json()).access_token;
+    localStorage.setItem("mw_token", token);
+    location.reload();
+  };
+}
 const SVG = "http://www.w3.org/2000/svg";
 const el = (tag, attrs = {}) => {
   const e = document.createElementNS(SVG, tag);
@@ -51,8 +73,8 @@ function fmtValue(p, v) {
 // --- points table and filters ---------------------------------------------------------------
 async function loadPoints() {
   const [list, mine] = await Promise.all([
-    fetch("/api/v1/points").then((r) => r.json()),
-    fetch("/api/v1/mine").then((r) => r.json())]);
+    api("/api/v1/points").then((r) => r.json()),
+    api("/api/v1/mine").then((r) => r.json())]);
   layout = mine;
   $("#mine-name").textContent = `${mine.mine.name} · 安全监控调度大屏`;
   for (const r of mine.relays) relays.set(r.id, { area: r.area, cut: r.cut });
@@ -372,7 +394,7 @@ function renderIncidents() {
     const peak = inc.peak && inc.peak.value != null ? `最高 ${Number(inc.peak.value).toFixed(2)}%` : "";
     div.innerHTML = `<h3>${inc.title} <small>${fmtTime(inc.opened_at)} ${peak}</small>`
       // A drill (双盲演练) looks exactly like a real incident here: no drill label.
-      + `<a href="/api/v1/incidents/${inc.id}/report" target="_blank">报告</a></h3>`;
+      + `<a href="/api/v1/incidents/${inc.id}/report?token=${encodeURIComponent(token)}" target="_blank">报告</a></h3>`;
     for (const s of inc.steps) {
       if (s.state === "skipped" || s.name === "close") continue;
       const row = document.createElement("div");
@@ -411,16 +433,16 @@ function tickCountdowns() {
 
 async function loadShift() {
   try {
-    const d = await fetch("/api/v1/duty").then((r) => r.json());
+    const d = await api("/api/v1/duty").then((r) => r.json());
     $("#shift-name").textContent = d.shift || "–";
     $("#on-duty").textContent = d.on_duty.slice(0, 3).map((x) => `${x.title} ${x.name}`).join("　");
     shiftStart = d.shift_start;
     if (shiftStart) {
-      const list = await fetch(`/api/v1/alarms?from=${encodeURIComponent(shiftStart)}&limit=10000`)
+      const list = await api(`/api/v1/alarms?from=${encodeURIComponent(shiftStart)}&limit=10000`)
         .then((r) => r.json());
       $("#shift-alarms").textContent = list.length;
     }
-    const subs = await fetch("/api/v1/substations").then((r) => r.json());
+    const subs = await api("/api/v1/substations").then((r) => r.json());
     const ul = $("#substations");
     ul.innerHTML = "";
     for (const s of subs) {
@@ -449,11 +471,11 @@ async function loadSeries() {
   const to = new Date(), from = new Date(to.getTime() - span * 1000);
   const q = `from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`;
   if (span <= 600) {
-    const r = await fetch(`/api/v1/points/${selected}/readings?${q}&limit=100000`).then((x) => x.json());
+    const r = await api(`/api/v1/points/${selected}/readings?${q}&limit=100000`).then((x) => x.json());
     chartData = r.readings.filter((x) => x.value !== null).map((x) => [new Date(x.ts).getTime(), x.value]);
   } else {
     const res = span <= 3600 ? "1m" : "5m";
-    const r = await fetch(`/api/v1/history?points=${selected}&${q}&resolution=${res}&limit=10000`)
+    const r = await api(`/api/v1/history?points=${selected}&${q}&resolution=${res}&limit=10000`)
       .then((x) => x.json());
     chartData = r.rows.filter((x) => x.max !== null).map((x) => [new Date(x.bucket).getTime(), x.max]);
   }
@@ -464,7 +486,7 @@ async function loadSeries() {
 
 async function refreshTrend() {
   if (!selected) return;
-  const p = await fetch(`/api/v1/points/${selected}`).then((r) => r.json());
+  const p = await api(`/api/v1/points/${selected}`).then((r) => r.json());
   trendInfo = p.trend;
   points.get(selected).meta.limits = p.limits;
   $("#chart-forecast").textContent = p.trend && p.trend.active ? p.trend.forecast_text : "";
@@ -506,9 +528,12 @@ function drawChart() {
 // --- connections ---------------------------------------------------------------------------------
 function connect(path, onMessage) {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}${path}`);
+  const ws = new WebSocket(`${proto}://${location.host}${path}?token=${encodeURIComponent(token)}`);
   ws.onmessage = (ev) => { lastMessage = Date.now(); onMessage(JSON.parse(ev.data)); };
-  ws.onclose = () => setTimeout(() => connect(path, onMessage), 1000);
+  ws.onclose = (ev) => {
+    if (ev.code === 4401) { showLogin(); return; }
+    setTimeout(() => connect(path, onMessage), 1000);
+  };
   ws.onerror = () => ws.close();
   return ws;
 }
@@ -571,7 +596,7 @@ async function main() {
   for (;;) {
     try { await loadPoints(); break; } catch (e) { await new Promise((r) => setTimeout(r, 1000)); }
   }
-  fetch("/api/v1/commands?limit=20").then((r) => r.json()).then((list) => {
+  api("/api/v1/commands?limit=20").then((r) => r.json()).then((list) => {
     for (const c of list) commands.set(c.id, c);
     renderCommands();
   });
