@@ -17,7 +17,8 @@ Rules (engine v0):
 Limits are evaluated only on readings flagged ok or out_of_range (a methane reading above the
 sensor's range is still far over the limit: fail safe). During fault, stale or calibration
 the limit bits hold their last state, so a cut stays cut while the sensor cannot be trusted.
-A reading whose timestamp is not newer than the point's last one is a replay and is ignored.
+A reading whose timestamp is not newer than the point's last one is a replay and is ignored,
+as is one whose timestamp is not finite.
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ def as_index(slots: np.ndarray) -> slice | np.ndarray:
 def _evaluate_unique(state: EngineState, slots, ts, values, quality, received_at) -> Events:
     """One round where every slot appears at most once."""
     idx = as_index(slots)
-    fresh = ts > state.ts[idx]
+    # Not newer than the last one: a replay. A non-finite timestamp (+inf would shadow every
+    # later reading) is ignored too; the ingest borders dead-letter such input.
+    fresh = (ts > state.ts[idx]) & (ts < np.inf)
     if not fresh.all():
         slots, ts, values, quality = slots[fresh], ts[fresh], values[fresh], quality[fresh]
         idx = as_index(slots)

@@ -67,8 +67,10 @@ class AckBody(BaseModel):
 
 
 class RestoreBody(BaseModel):
+    """Restoring power is a safety command: who signs it and why are required."""
+
     user: str = Field(min_length=1, max_length=64)
-    reason: str = Field("", max_length=500)
+    reason: str = Field(min_length=1, max_length=500, description="复电理由 / why it is safe")
 
 
 class ScenarioBody(BaseModel):

@@ -55,8 +55,10 @@ class UserBody(BaseModel):
 
 
 class RestoreBody(BaseModel):
+    """Restoring power is a safety command: who signs it and why are required."""
+
     user: str = Field(min_length=1, max_length=64)
-    reason: str = Field("", max_length=500)
+    reason: str = Field(min_length=1, max_length=500, description="复电理由 / why it is safe")
 
 
 def _act(s: Service, action, *args) -> dict[str, Any]:
@@ -141,8 +143,7 @@ async def restore(request: Request, incident_id: str, body: RestoreBody,
     if incident_id not in s.incidents.incidents:
         raise HTTPException(404, f"未知事件 {incident_id} / unknown incident")
     try:
-        cmds = await s.restore_incident(incident_id, signed(who, body.user),
-                                        body.reason or "人工复电")
+        cmds = await s.restore_incident(incident_id, signed(who, body.user), body.reason)
     except RestoreRefused as exc:
         raise HTTPException(409, str(exc)) from exc
     return {"commands": [s.command_json(c) for c in cmds],

@@ -34,7 +34,7 @@ class ReferenceEngine:
     def apply(self, slot: int, ts: float, value: float, quality: int,
               received_at: float | None = None) -> list[tuple[int, str, bool, float, float]]:
         p = self.points[slot]
-        if not ts > p.ts:
+        if not (ts > p.ts and math.isfinite(ts)):
             return []
         before = set(p.active)
         finite = math.isfinite(value)

@@ -50,9 +50,12 @@ def test_bad_parameters_get_a_clear_4xx(shared_service: RunningService, path, pa
 def test_bad_actions_are_refused(shared_service: RunningService):
     s = shared_service
     assert s.post("/api/v1/alarms/nope/ack", json={"user": "x"}).status_code == 404
-    r = s.post("/api/v1/relays/001C01/restore", json={"user": "x"})
+    r = s.post("/api/v1/relays/001C01/restore", json={"user": "x", "reason": "r"})
     assert r.status_code == 409 and "not cut" in r.text
-    assert s.post("/api/v1/relays/NOPE/restore", json={"user": "x"}).status_code == 404
+    r = s.post("/api/v1/relays/NOPE/restore", json={"user": "x", "reason": "r"})
+    assert r.status_code == 404
+    # A safety command without a reason is refused.
+    assert s.post("/api/v1/relays/001C01/restore", json={"user": "x"}).status_code == 422
     r = s.post("/api/v1/sim/scenarios", json={"scenario": "meteor", "point": "001A01"})
     assert r.status_code == 422 and "unknown scenario" in r.text
     r = s.post("/api/v1/sim/scenarios", json={"scenario": "gas-overlimit", "point": "001A07"})

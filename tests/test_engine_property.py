@@ -74,3 +74,13 @@ def test_vectorized_engine_matches_reference(stream):
             ("over_limit", "power_cut_limit", "under_limit", "fault", "stale"),
             [(int(state.bits[slot]) >> i) & 1 for i in range(5)], strict=True) if b}
         assert got_active == p.active
+
+
+def test_a_non_finite_timestamp_is_ignored_and_does_not_shadow_later_readings():
+    state = new_state([1.0], [math.nan], [1.5], [1.0], [0.0], [60.0])
+    q = np.array([Quality.OK], dtype=np.int8)
+    for bad in (math.inf, math.nan):
+        ev = evaluate(state, np.array([0]), np.array([bad]), np.array([2.0]), q, 0.0)
+        assert len(ev) == 0
+    ev = evaluate(state, np.array([0]), np.array([100.0]), np.array([2.0]), q, 100.0)
+    assert {k for _s, k, r, _v, _t in ev.rows() if r} == {"over_limit", "power_cut_limit"}

@@ -48,7 +48,7 @@ def test_gas_overlimit_workflow_runs_to_completion(service: RunningService):
                json={"status": "done", "team": "救护一队", "user": "调度员"})
     assert r.status_code == 200, r.text
     # Restore while methane is still high: refused with the reason; close refused too.
-    r = s.post(f"/api/v1/incidents/{iid}/restore", json={"user": "带班领导"})
+    r = s.post(f"/api/v1/incidents/{iid}/restore", json={"user": "带班领导", "reason": "已排放"})
     assert r.status_code == 409 and "拒绝复电" in r.json()["detail"]
     r = s.post(f"/api/v1/incidents/{iid}/close", json={"user": "矿长"})
     assert r.status_code == 409 and "尚未复电" in r.json()["detail"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.conftest import RunningService
 
 HEADING_RELAYS = {"002C01", "002C02"}
+SIGNED = {"user": "带班领导", "reason": "局扇已恢复，甲烷低于复电浓度"}  # a restore needs both
 
 
 def _relays(svc: RunningService) -> dict[str, dict]:
@@ -26,14 +27,14 @@ def test_fan_stop_locks_the_heading_until_the_fan_runs(service: RunningService):
                  if a["kind"] == "lockout")
     assert "风电闭锁" in alarm["message"] and alarm["severity"] == 1
     assert not _relays(service)["001C01"]["open"]  # other areas keep power
-    r = service.post("/api/v1/relays/002C01/restore", json={"user": "带班领导"})
+    r = service.post("/api/v1/relays/002C01/restore", json=SIGNED)
     assert r.status_code == 409 and "局部通风机" in r.json()["detail"]
     service.inject("clear", "002D01")  # the fan runs again
     service.wait_for(lambda: service.get("/api/v1/points/002D01").json()["value"] == 1.0)
     # Power stays off until a person restores it (风电闭锁 is not lifted automatically).
     assert all(_relays(service)[r]["open"] for r in HEADING_RELAYS)
     for relay in sorted(HEADING_RELAYS):
-        r = service.post(f"/api/v1/relays/{relay}/restore", json={"user": "带班领导"})
+        r = service.post(f"/api/v1/relays/{relay}/restore", json=SIGNED)
         assert r.status_code == 200, r.text
     service.wait_for(lambda: not any(_relays(service)[r]["open"] for r in HEADING_RELAYS))
     service.wait_for(lambda: not (HEADING_RELAYS & _lockout_alarms(service)))

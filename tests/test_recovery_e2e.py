@@ -11,6 +11,7 @@ from minewatch.procs import start_service
 from tests.conftest import RunningService
 
 HEADING_RELAY = "002C01"
+SIGNED = {"user": "带班领导", "reason": "局扇已恢复，甲烷低于复电浓度"}  # a restore needs both
 
 
 def _lockout(svc: RunningService, relay: str) -> dict:
@@ -70,7 +71,7 @@ def test_latches_shelves_and_calibrations_survive_a_restart(tmp_path: Path, back
         # Manual restore works once the interlocks are evaluated on fresh readings (and is
         # refused before: "系统启动中").
         r = svc.wait_for(lambda: (x := svc.post(f"/api/v1/relays/{HEADING_RELAY}/restore",
-                                                json={"user": "带班领导"})).status_code == 200
+                                                json=SIGNED)).status_code == 200
                          and x, timeout=10, interval=0.3)
         svc.wait_for(lambda: not _lockout(svc, HEADING_RELAY)["locks"], timeout=5)
     finally:
