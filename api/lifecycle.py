@@ -40,6 +40,17 @@ def _status(exc: AlarmError) -> HTTPException:
     return HTTPException(code, str(exc))
 
 
+def _apply(s: Service, change) -> dict[str, Any]:
+    """Run one alarm-book change (returns the record and its transition), publish it and
+    answer with the record; the book's refusals become 404/409/403/422."""
+    try:
+        rec, transition = change()
+    except AlarmError as exc:
+        raise _status(exc) from exc
+    s._alarm_changed(rec, transition)
+    return s.alarm_json(rec)
+
+
 class ShelveBody(BaseModel):
     user: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=1, max_length=500)
@@ -66,37 +77,22 @@ class OutOfServiceBody(BaseModel):
 async def shelve(request: Request, alarm_id: str, body: ShelveBody) -> dict[str, Any]:
     """Safety-critical alarms (power cut, unverified cut, lockout) cannot be shelved (403)."""
     s, now = _svc(request), time.time()
-    try:
-        rec, transition = s.book.shelve(alarm_id, body.user, body.reason,
-                                        now + body.minutes * 60, now)
-    except AlarmError as exc:
-        raise _status(exc) from exc
-    s._alarm_changed(rec, transition)
-    return s.alarm_json(rec)
+    return _apply(s, lambda: s.book.shelve(alarm_id, body.user, body.reason,
+                                           now + body.minutes * 60, now))
 
 
 @router.post("/alarms/{alarm_id}/unshelve", dependencies=OPERATE,
              summary="取消搁置 / unshelve an alarm")
 async def unshelve(request: Request, alarm_id: str, body: UserBody) -> dict[str, Any]:
     s = _svc(request)
-    try:
-        rec, transition = s.book.unshelve(alarm_id, body.user, time.time())
-    except AlarmError as exc:
-        raise _status(exc) from exc
-    s._alarm_changed(rec, transition)
-    return s.alarm_json(rec)
+    return _apply(s, lambda: s.book.unshelve(alarm_id, body.user, time.time()))
 
 
 @router.post("/alarms/{alarm_id}/comments", dependencies=OPERATE,
              summary="报警备注 / comment on an open alarm")
 async def comment(request: Request, alarm_id: str, body: CommentBody) -> dict[str, Any]:
     s = _svc(request)
-    try:
-        rec, transition = s.book.comment(alarm_id, body.user, body.text, time.time())
-    except AlarmError as exc:
-        raise _status(exc) from exc
-    s._alarm_changed(rec, transition)
-    return s.alarm_json(rec)
+    return _apply(s, lambda: s.book.comment(alarm_id, body.user, body.text, time.time()))
 
 
 class CalibrationBody(BaseModel):
