@@ -12,6 +12,7 @@ if [ "$mode" = test ]; then
   command -v chromium >/dev/null || need_apt+=(chromium)
   command -v mosquitto >/dev/null || need_apt+=(mosquitto mosquitto-clients)
   [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql)
+  command -v prometheus >/dev/null || need_apt+=(prometheus prometheus-alertmanager)  # bench/peers.py
   fc-list 2>/dev/null | grep -qi "noto sans cjk" || need_apt+=(fonts-noto-cjk)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
