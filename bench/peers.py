@@ -242,7 +242,8 @@ class Webhook:
     """Records when the first firing notification of each trial arrives."""
 
     def __init__(self) -> None:
-        self.arrivals: dict[str, float] = {}
+        self.arrivals: dict[str, float] = {}  # trial label → first firing notification
+        self.posts: dict[str, list[float]] = {}  # path → arrival of every POST
         self.cond = threading.Condition()
         hook = self
 
@@ -256,6 +257,9 @@ class Webhook:
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                with hook.cond:
+                    hook.posts.setdefault(self.path, []).append(at)
+                    hook.cond.notify_all()
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     for alert in json.loads(body)["alerts"]:
                         trial = alert["labels"].get("trial")
@@ -274,6 +278,15 @@ class Webhook:
             if not self.cond.wait_for(lambda: trial in self.arrivals, timeout):
                 raise TimeoutError(f"no webhook notification for trial {trial} in {timeout}s")
             return self.arrivals[trial]
+
+    def wait_post(self, path: str, after: float, timeout: float) -> float:
+        """The first POST on ``path`` that arrived at or after ``after``."""
+        def first() -> float | None:
+            return next((t for t in self.posts.get(path, []) if t >= after), None)
+        with self.cond:
+            if not self.cond.wait_for(lambda: first() is not None, timeout):
+                raise TimeoutError(f"no POST on {path} within {timeout}s")
+            return first()  # type: ignore[return-value]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -572,6 +585,170 @@ def run_minewatch(trials: int, idle_s: float, tmp: Path) -> dict[str, dict[str, 
         svc.stop()
 
 
+# --- Node-RED (optional: an install from npm, found by MINEWATCH_NODE_RED or on PATH) ----------
+
+def run_gateway(control_port: int, broker_port: int, creds_file: str) -> None:
+    """The sample mine's MQTT gateway S04 alone (publish-on-change, as in ``minewatch run``),
+    with POST /set?point=&value= and /clear?point= (returning the change time)."""
+    from minewatch.broker import gateway_user
+    from minewatch.mine import Mine, Thresholds
+    from simulators.mqtt_gateway import MqttGateway
+    from simulators.substation import SimulatedSubstation
+
+    async def main() -> None:
+        mine, limits = Mine.load(), Thresholds.load()
+        sub = next(s for s in mine.substations if s.protocol == "mqtt")
+        model = SimulatedSubstation(mine, sub, limits)
+        creds = json.loads(Path(creds_file).read_text())
+        user = gateway_user(mine.mine.id, sub.id)
+        MqttGateway(model, mine.mine.id, "127.0.0.1", broker_port, user, creds[user]).start()
+        loop = asyncio.get_running_loop()
+
+        async def change(point: str, value: float | None) -> float:
+            if value is None:
+                model.clear_override(point)
+            else:
+                model.set_override(point, value)
+            return time.time()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                url = urlparse(self.path)
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                value = float(q["value"]) if url.path == "/set" else None
+                at = asyncio.run_coroutine_threadsafe(change(q["point"], value), loop).result(5)
+                body = json.dumps({"at": at}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        server = ThreadingHTTPServer(("127.0.0.1", control_port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+NODE_RED_FUNCTION = """// Edge-triggered threshold per methane point (the mine's cut limits).
+const limits = LIMITS;
+const over = context.get("over") || {};
+const alerts = [];
+for (const r of msg.payload.readings || []) {
+    const limit = limits[r.point];
+    if (limit === undefined || r.value === null) continue;
+    const now = r.value >= limit;
+    if (now && !over[r.point]) alerts.push({point: r.point, value: r.value, ts: r.ts});
+    over[r.point] = now;
+}
+context.set("over", over);
+if (alerts.length === 0) return null;
+msg.payload = {alerts: alerts};
+return msg;
+"""
+
+
+def node_red_binary() -> str | None:
+    return os.environ.get("MINEWATCH_NODE_RED") or shutil.which("node-red")
+
+
+def node_red_files(work: Path, broker_port: int, password: str, hook: int,
+                   limits: dict[str, float]) -> None:
+    from minewatch.broker import ENGINE_USER
+
+    flows = [
+        {"id": "tab1", "type": "tab", "label": "methane"},
+        {"id": "broker1", "type": "mqtt-broker", "name": "mine", "broker": "127.0.0.1",
+         "port": str(broker_port), "clientid": "nodered-peer", "autoConnect": True,
+         "usetls": False, "protocolVersion": "4", "keepalive": "60", "cleansession": True},
+        {"id": "in1", "type": "mqtt in", "z": "tab1", "name": "S04 data",
+         "topic": "mw/demo/S04/data", "qos": "1", "datatype": "json", "broker": "broker1",
+         "nl": False, "rap": True, "rh": 0, "inputs": 0, "wires": [["fn1"]]},
+        {"id": "fn1", "type": "function", "z": "tab1", "name": "methane >= cut limit",
+         "func": NODE_RED_FUNCTION.replace("LIMITS", json.dumps(limits)), "outputs": 1,
+         "wires": [["http1"]]},
+        {"id": "http1", "type": "http request", "z": "tab1", "name": "alarm webhook",
+         "method": "POST", "ret": "txt", "url": f"http://127.0.0.1:{hook}/nodered",
+         "wires": [[]]},
+    ]
+    (work / "flows.json").write_text(json.dumps(flows, indent=1))
+    (work / "flows_cred.json").write_text(json.dumps(
+        {"broker1": {"user": ENGINE_USER, "password": password}}))
+    (work / "settings.js").write_text("""module.exports = {
+    flowFile: "flows.json",
+    credentialSecret: false,
+    uiHost: "127.0.0.1",
+    diagnostics: {enabled: false, ui: false},
+    telemetry: {enabled: false},
+    externalModules: {autoInstall: false, palette: {allowInstall: false}},
+    logging: {console: {level: "info", metrics: false, audit: false}},
+};
+""")
+
+
+def run_node_red(binary: str, trials: int, idle_s: float, hook: Webhook,
+                 tmp: Path) -> dict[str, Any]:
+    from minewatch.broker import ENGINE_USER, BrokerProcess, write_config
+    from minewatch.mine import Mine, Thresholds, resolve_limits
+
+    work = Path(tempfile.mkdtemp(prefix="nodered-", dir=tmp))
+    mine, limits = Mine.load(), Thresholds.load()
+    s04 = next(s.id for s in mine.substations if s.protocol == "mqtt")
+    cut = {p.id: resolve_limits(p, limits).cut for p in mine.points
+           if p.substation == s04 and p.kind == "ch4"}
+    broker = BrokerProcess(write_config(work / "broker", [mine], free_port()))
+    procs = Procs()
+    try:
+        broker.start()
+        cfg = broker.config
+        node_red_files(work, cfg.port, cfg.password(ENGINE_USER), hook.port,
+                       {k: v for k, v in cut.items() if not math.isnan(v)})
+        log = work / "node-red.log"
+        node = procs.start([binary, "--userDir", str(work), "--settings",
+                            str(work / "settings.js"), "--port", str(free_port())], log)
+        deadline = time.monotonic() + 90
+        while "Connected to broker" not in log.read_text():
+            if node.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Node-RED did not connect:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        ctl_port = free_port()
+        gw = procs.start([sys.executable, str(Path(__file__).resolve()), "--gateway",
+                          str(ctl_port), str(cfg.port), str(cfg.directory / "credentials.json")],
+                         work / "gateway.log")
+        control = f"http://127.0.0.1:{ctl_port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{control}/clear", params={"point": MQTT_POINT}, timeout=2)
+                break
+            if gw.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway: {(work / 'gateway.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert broker.proc is not None
+        pids = [node.pid, gw.pid, broker.proc.pid]
+        idle = CpuWindow(pids)
+        time.sleep(idle_s)
+        idle_cpu = per_minute([idle.stop()])
+        window = CpuWindow(pids)
+        lat: list[float] = []
+        for _ in range(trials):
+            time.sleep(0.3 + random.uniform(0, 0.5))  # the normal value went out; any phase
+            t0 = httpx.post(f"{control}/set", params={"point": MQTT_POINT,
+                                                      "value": OVER_LIMIT}, timeout=5).json()["at"]
+            lat.append((hook.wait_post("/nodered", t0, 10) - t0) * 1000)
+            httpx.post(f"{control}/clear", params={"point": MQTT_POINT}, timeout=5)
+        cpu = per_minute([window.stop()])
+        return {"ms": lat, "cpu": cpu, "idle_cpu": idle_cpu}
+    finally:
+        procs.stop_all()
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 def pct(values: list[float], q: float) -> float | None:
@@ -590,6 +767,7 @@ def workdir() -> Iterator[Path]:
 PIPELINES = [
     ("minewatch_mqtt", "minewatch MQTT 发布即送 → /ws/alarms"),
     ("minewatch_modbus", "minewatch Modbus 500 ms → /ws/alarms"),
+    ("nodered", "Node-RED MQTT threshold flow → webhook"),
     ("prometheus_100ms", "Prometheus+AM 100 ms → webhook"),
     ("prometheus", "Prometheus+AM 1 s → webhook"),
     ("prometheus_defaults", "Prometheus+AM 15 s, group_wait 30 s"),
@@ -604,10 +782,15 @@ def main() -> None:
                     help="fresh Prometheus stacks the fast peers' trials are spread over")
     ap.add_argument("--defaults-trials", type=int, default=3,
                     help="trials of the 15 s / group_wait 30 s run (~50 s each)")
+    ap.add_argument("--no-node-red", action="store_true", help="skip the Node-RED peer")
     ap.add_argument("--exporter-port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--gateway", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.exporter_port:
         run_exporter(args.exporter_port)
+        return
+    if args.gateway:
+        run_gateway(int(args.gateway[0]), int(args.gateway[1]), args.gateway[2])
         return
     for exe in (PROMETHEUS, ALERTMANAGER):
         if not Path(exe).exists():
@@ -629,6 +812,11 @@ def main() -> None:
             t = time.monotonic()
             res.update(run_minewatch(trials, idle_s, tmp))
             took["minewatch"] = time.monotonic() - t
+            node_red = None if args.quick or args.no_node_red else node_red_binary()
+            if node_red:
+                t = time.monotonic()
+                res["nodered"] = run_node_red(node_red, trials, idle_s, hook, tmp)
+                took["nodered"] = time.monotonic() - t
             if defaults_trials:
                 t = time.monotonic()
                 res["prometheus_defaults"] = run_prometheus(
@@ -651,7 +839,9 @@ def main() -> None:
         out[f"{name}_idle_cpu_s_per_min"] = round(r["idle_cpu"], 3) if r else None
         out[f"{name}_trials"] = len(ms)
         if r is None:
-            print(f"{label:<40}  skipped (--quick: ~50 s a trial)")
+            why = "--quick: ~50 s a trial" if name == "prometheus_defaults" else \
+                "--quick, --no-node-red or no node-red (MINEWATCH_NODE_RED)"
+            print(f"{label:<40}  skipped ({why})")
             continue
         print(f"{label:<40}{len(ms):>4}{pct(ms, 50):>10.1f}{pct(ms, 90):>10.1f}"
               f"{max(ms):>10.1f}{r['cpu']:>11.2f}{r['idle_cpu']:>8.2f}")
