@@ -30,13 +30,24 @@ from pydantic import BaseModel, Field
 
 from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
-from api.auth import OPERATE, READ, RESTORE, SIMULATE, current_user, signed, ws_user
+from api.auth import (
+    OPERATE,
+    READ,
+    RESTORE,
+    SIMULATE,
+    AuthContext,
+    current_user,
+    signed,
+    users_router,
+    ws_user,
+)
 from api.auth import router as auth_router
 from api.drills import router as drills_router
 from api.incidents import router as incidents_router
 from api.lifecycle import router as lifecycle_router
-from api.params import optional_period, period
+from api.params import document_errors, errors, optional_period, period
 from api.regulators import router as regulators_router
+from api.security import add_guard
 from dashboard import STATIC_DIR, VENDOR_DIR
 from minewatch.auth import User
 from minewatch.readings import Quality, iso
@@ -45,17 +56,6 @@ from minewatch.store import AlarmQuery, CommandQuery, HistoryQuery
 from simulators.mine import SCENARIOS, ScenarioError
 
 log = logging.getLogger("minewatch.api")
-
-# Same-origin only (no CORS middleware: browsers refuse other origins' scripts); no framing.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "style-src 'self' 'unsafe-inline'; "
-                               "script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; "
-                               "frame-ancestors 'none'",
-}
 
 MAX_RANGE_S = 31 * 86400
 MAX_LIMIT = 100_000
@@ -196,7 +196,7 @@ async def alarms(
     return [s.alarm_json(r) for r in recs]
 
 
-@router.post("/alarms/{alarm_id}/ack", dependencies=OPERATE)
+@router.post("/alarms/{alarm_id}/ack", dependencies=OPERATE, responses=errors(409))
 async def ack_alarm(request: Request, alarm_id: str, body: AckBody | None = None) -> dict:
     s = svc(request)
     body = body or AckBody()
@@ -220,7 +220,7 @@ async def commands(
         CommandQuery(t_from=lo, t_to=hi, limit=limit))]
 
 
-@router.post("/relays/{relay_id}/restore", dependencies=RESTORE)
+@router.post("/relays/{relay_id}/restore", dependencies=RESTORE, responses=errors(409))
 async def restore_relay(request: Request, relay_id: str, body: RestoreBody,
                         who: Annotated[User, Depends(current_user)]) -> dict:
     """A safety command: recorded under the logged-in user (the body's ``user`` is the name
@@ -242,7 +242,7 @@ async def substations(request: Request) -> list[dict[str, Any]]:
     return svc(request).substations_json()
 
 
-@router.get("/sim", dependencies=READ)
+@router.get("/sim", dependencies=READ, responses=errors(404))
 async def sim_state(request: Request) -> dict[str, Any]:
     s = svc(request)
     if s.sim is None:
@@ -253,7 +253,7 @@ async def sim_state(request: Request) -> dict[str, Any]:
             "injections": [vars(i) for i in s.sim.injections[-100:]]}
 
 
-@router.post("/sim/scenarios", dependencies=SIMULATE)
+@router.post("/sim/scenarios", dependencies=SIMULATE, responses=errors(404))
 async def inject(request: Request, body: ScenarioBody) -> dict[str, Any]:
     s = svc(request)
     if s.sim is None:
@@ -304,13 +304,16 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     app = FastAPI(title="minewatch", version="0.1.0", lifespan=lifespan,
                   description="煤矿安全监控: gas and ventilation monitoring and alarm service")
     app.state.service = service
-    app.state.user_cache = {}
+    app.state.auth = AuthContext(service.store, service.jwt_secret, service.mine.mine.id)
     app.include_router(auth_router)
+    app.include_router(users_router)
     app.include_router(router)
     app.include_router(regulators_router)
     app.include_router(lifecycle_router)
     app.include_router(incidents_router)
     app.include_router(drills_router)
+    openapi = app.openapi  # FastAPI's, cached; completed with the refusals every route can give
+    app.openapi = lambda: document_errors(openapi())  # type: ignore[method-assign]
 
     @app.websocket("/ws/live")
     async def ws_live(ws: WebSocket) -> None:
@@ -338,18 +341,7 @@ def create_app(service: Service, *, manage: bool = True) -> FastAPI:
     async def index() -> RedirectResponse:
         return RedirectResponse("/dashboard/index.html")
 
-    limit = service.settings.max_request_bytes
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        """Size limit on request bodies, and security headers on every answer."""
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > limit):
-            return JSONResponse({"detail": f"请求过大 / request body over {limit} bytes"},
-                                status_code=413)
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+    add_guard(app, service.settings.max_request_bytes)
 
     @app.exception_handler(ValueError)
     async def value_error(_: Request, exc: ValueError) -> JSONResponse:

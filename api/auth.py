@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 
+from api.params import errors
 from minewatch.auth import (
     ROLES,
     AuthError,
@@ -29,7 +31,8 @@ from minewatch.auth import (
     verify_password,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["auth"])
+router = APIRouter(prefix="/api/v1", tags=["auth"])  # log in, who am I (mine and city apps)
+users_router = APIRouter(prefix="/api/v1", tags=["auth"])  # user admin (the mine's service)
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 LOGIN_FAILURES = 10  # per client address …
 LOGIN_WINDOW_S = 60.0  # … within this window, then 429
@@ -54,19 +57,35 @@ class _Failures:
 _failures = _Failures()
 
 
-async def _lookup(request_app: Any, claims: dict) -> User | None:
+@dataclass
+class AuthContext:
+    """What authentication needs from the app that hosts it (``app.state.auth``): a user
+    store (``user``, ``users``, ``save_user``), the token signing secret, and for a mine's
+    service the mine every user must have in their jurisdiction. The city app has no single
+    mine (``mine_id`` None): it filters what it shows by each user's mines instead."""
+
+    store: Any
+    secret: str
+    mine_id: str | None
+    cache: dict[str, tuple[float, User | None]] = field(default_factory=dict)
+
+    def check_jurisdiction(self, user: User) -> None:
+        if self.mine_id is not None and not user.sees(self.mine_id):
+            raise HTTPException(403, f"无权查看煤矿 {self.mine_id} / outside your jurisdiction")
+
+
+async def _lookup(auth: AuthContext, claims: dict) -> User | None:
     """Users by name, cached a few seconds (a disabled user is out within that time). With
     the store unreachable (a database outage) the last known record, else the signed token's
     own claims, stand in: safety screens must not go dark with the database."""
-    s = request_app.state.service
     name = str(claims["sub"])
-    cache: dict[str, tuple[float, User | None]] = request_app.state.user_cache
+    cache = auth.cache
     hit = cache.get(name)
     now = time.monotonic()
     if hit is not None and now - hit[0] < USER_CACHE_S:
         return hit[1]
     try:
-        user = await asyncio.wait_for(s.store.user(name), STORE_WAIT_S)
+        user = await asyncio.wait_for(auth.store.user(name), STORE_WAIT_S)
     except Exception:
         return hit[1] if hit is not None else user_from_claims(claims)
     cache[name] = (now, user)
@@ -77,17 +96,16 @@ async def authenticate(app: Any, token: str | None) -> User:
     if not token:
         raise HTTPException(401, "需要登录 / not authenticated",
                             headers={"WWW-Authenticate": "Bearer"})
-    s = app.state.service
+    auth: AuthContext = app.state.auth
     try:
-        claims = token_claims(token, s.jwt_secret)
+        claims = token_claims(token, auth.secret)
     except AuthError as exc:
         raise HTTPException(401, "登录已失效，请重新登录 / invalid or expired token",
                             headers={"WWW-Authenticate": "Bearer"}) from exc
-    user = await _lookup(app, claims)
+    user = await _lookup(auth, claims)
     if user is None or user.disabled:
         raise HTTPException(401, "用户不存在或已停用 / unknown or disabled user")
-    if not user.sees(s.mine.mine.id):
-        raise HTTPException(403, f"无权查看煤矿 {s.mine.mine.id} / outside your jurisdiction")
+    auth.check_jurisdiction(user)
     return user
 
 
@@ -129,22 +147,22 @@ async def ws_user(ws: WebSocket) -> User | None:
         return None
 
 
-@router.post("/auth/token", summary="登录 / log in (OAuth2 password flow)")
+@router.post("/auth/token", summary="登录 / log in (OAuth2 password flow)",
+             responses=errors(401, 403, 429))
 async def token(request: Request,
                 form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> dict[str, Any]:
     who = request.client.host if request.client else "?"
     now = time.time()
     if _failures.blocked(who, now):
         raise HTTPException(429, "登录失败次数过多，请稍后再试 / too many failed logins")
-    user = await request.app.state.service.store.user(form.username)
+    auth: AuthContext = request.app.state.auth
+    user = await auth.store.user(form.username)
     if user is None or user.disabled or not verify_password(form.password, user.password_hash):
         _failures.add(who, now)
         raise HTTPException(401, "用户名或密码错误 / wrong user name or password",
                             headers={"WWW-Authenticate": "Bearer"})
-    s = request.app.state.service
-    if not user.sees(s.mine.mine.id):
-        raise HTTPException(403, f"无权查看煤矿 {s.mine.mine.id} / outside your jurisdiction")
-    return {"access_token": issue_token(user, s.jwt_secret), "token_type": "bearer",
+    auth.check_jurisdiction(user)
+    return {"access_token": issue_token(user, auth.secret), "token_type": "bearer",
             "role": user.role, "user": user.name}
 
 
@@ -160,13 +178,13 @@ class UserBody(BaseModel):
     mines: list[str] = Field(default_factory=lambda: ["*"], max_length=1000)
 
 
-@router.get("/users", summary="用户列表 / users", dependencies=[Depends(need("users"))])
+@users_router.get("/users", summary="用户列表 / users", dependencies=[Depends(need("users"))])
 async def users(request: Request) -> list[dict[str, Any]]:
     return [{"name": u.name, "role": u.role, "mines": u.mines, "disabled": u.disabled}
             for u in await request.app.state.service.store.users()]
 
 
-@router.post("/users", summary="新增用户 / add or replace a user")
+@users_router.post("/users", summary="新增用户 / add or replace a user")
 async def add_user(request: Request, body: UserBody,
                    admin: Annotated[User, Depends(need("users"))]) -> dict[str, Any]:
     if body.role not in ROLES:
@@ -174,7 +192,7 @@ async def add_user(request: Request, body: UserBody,
     s = request.app.state.service
     user = new_user(body.name, body.role, body.password, body.mines)
     await s.store.save_user(user)
-    request.app.state.user_cache.pop(user.name, None)
+    request.app.state.auth.cache.pop(user.name, None)
     s._journal("user_saved", user.name, {"role": user.role, "mines": user.mines,
                                          "by": admin.name})
     return {"name": user.name, "role": user.role, "mines": user.mines}

@@ -72,6 +72,11 @@ DRILL_TIMES = ("armed_at", "started_at", "ended_at")
 COMMITMENT_SHORT = 12
 COMMANDS_PER_MINE = 20
 TOMBSTONES = 5000
+Sees = Callable[[str], bool]  # a user's jurisdiction: may they see this mine?
+
+
+def everyone(_mine: str) -> bool:
+    return True
 
 
 class BadEvent(ValueError):
@@ -157,6 +162,15 @@ class CityState:
         now = clock()
         for mine_id in self.mine_urls:
             self.mines[mine_id] = MineState(mine_id, mine_id, now, url=self.mine_urls[mine_id])
+
+    def listening(self) -> None:
+        """The city starts listening now: a configured mine never heard from counts as quiet
+        from here, not from when the state was built (start-up, e.g. the user store, may take
+        a while)."""
+        now = self.clock()
+        for m in self.mines.values():
+            if m.last_seen is None:
+                m.first_known = now
 
     # --- input -------------------------------------------------------------------------------
     def ingest_message(self, topic: str, payload: bytes | bytearray | str | None,
@@ -629,16 +643,18 @@ class CityState:
             "summary": m.heartbeat, "heartbeat_at": iso(m.heartbeat_seen),
             "messages": m.messages, "url": m.url}
 
-    def tiles(self) -> list[dict[str, Any]]:
+    def tiles(self, sees: Sees = everyone) -> list[dict[str, Any]]:
         self.tick()
-        return [t for t in (self.tile(i) for i in sorted(self.mines)) if t is not None]
+        return [t for t in (self.tile(i) for i in sorted(self.mines) if sees(i))
+                if t is not None]
 
-    def open_alarms(self, mine_id: str | None = None) -> list[dict[str, Any]]:
+    def open_alarms(self, mine_id: str | None = None, sees: Sees = everyone
+                    ) -> list[dict[str, Any]]:
         """Open alarms (with the synthetic quiet alarms), newest first."""
         self.tick()
         out = []
         for m in self.mines.values():
-            if mine_id is not None and m.id != mine_id:
+            if (mine_id is not None and m.id != mine_id) or not sees(m.id):
                 continue
             alarms = list(m.alarms.values())
             if m.quiet:
@@ -679,10 +695,11 @@ class CityState:
             "updated_at": iso(kept["at"]), "received_at": iso(kept["received"]),
             "url": m.url if m else None}
 
-    def drills(self, mine_id: str | None = None, limit: int | None = None
-               ) -> list[dict[str, Any]]:
+    def drills(self, mine_id: str | None = None, limit: int | None = None,
+               sees: Sees = everyone) -> list[dict[str, Any]]:
         """Drills across mines (or of one), newest first."""
-        keys = sorted((k for k in self.drill_list if mine_id is None or k[0] == mine_id),
+        keys = sorted((k for k in self.drill_list
+                       if (mine_id is None or k[0] == mine_id) and sees(k[0])),
                       key=lambda k: self._drill_key(self.drill_list[k]), reverse=True)
         return [self.drill_view(k[0], self.drill_list[k]) for k in keys[:limit]]
 
@@ -735,25 +752,29 @@ class CityState:
                      "stale": m.quiet, "url": m.url})
         return view
 
-    def incidents(self, mine_id: str | None = None) -> list[dict[str, Any]]:
+    def incidents(self, mine_id: str | None = None, sees: Sees = everyone
+                  ) -> list[dict[str, Any]]:
         """Open incidents across mines (or of one), newest first."""
         self.tick()
         now = self.clock()
         out = []
         for m in self.mines.values():
-            if mine_id is None or m.id == mine_id:
+            if (mine_id is None or m.id == mine_id) and sees(m.id):
                 out += self._incidents_of(m, now)
         out.sort(key=lambda v: _time_of(v.get("opened_at")) or 0, reverse=True)
         return out
 
-    def feed(self, limit: int = 100, after_seq: int = 0) -> list[dict[str, Any]]:
-        """Alarm transitions across mines, newest first, at most ``limit``."""
+    def feed(self, limit: int = 100, after_seq: int = 0, sees: Sees = everyone
+             ) -> list[dict[str, Any]]:
+        """Alarm transitions across mines (those ``sees`` admits), newest first, at most
+        ``limit``."""
         self.tick()
         out = []
         for e in reversed(self.feed_entries):
             if e["seq"] <= after_seq or len(out) >= limit:
                 break
-            out.append(e)
+            if sees(e["mine"]):
+                out.append(e)
         return out
 
     def counters(self) -> dict[str, Any]:

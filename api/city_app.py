@@ -3,6 +3,11 @@ broker and serves per-mine tiles, a merged alarm feed and the command-center wal
 
 - MQTT: one aiomqtt subscriber (persistent session, QoS 1) on ``mw/+/events`` and
   ``mw/+/alarms/#``, reconnecting with exponential backoff; messages feed ``api.city.CityState``.
+- Users: its own user store (the embedded store in ``--data-dir``; ``minewatch user add
+  --data-dir …`` adds city, regulator or admin users; the first start prints a one-time admin
+  password unless MINEWATCH_ADMIN_PASSWORD is set) and the same OAuth2 login as a mine's
+  service (``POST /api/v1/auth/token``). Every route but health and the page shell needs the
+  token (WebSocket: ``?token=``); each user sees only the mines of their jurisdiction.
 - REST: ``GET /api/v1/city/mines`` (tiles; each with ``open_incidents``: the mine's open
   incidents with their ``report_chain``), ``GET /api/v1/city/mines/{mine}``,
   ``GET /api/v1/city/incidents?mine=`` (open incidents across mines, newest first),
@@ -25,18 +30,24 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
-from fastapi import FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import AuthContext, need, ws_user
+from api.auth import router as auth_router
 from api.city import CityState
+from api.security import add_guard
 from dashboard import STATIC_DIR
+from minewatch.auth import User, ensure_admin
 from minewatch.events import QUIET_AFTER_S
 from minewatch.readings import iso
+from minewatch.store import Store
 
 log = logging.getLogger("minewatch.city")
 
@@ -49,6 +60,8 @@ BACKOFF_MAX_S = 10.0
 FEED_LIMIT = 500
 DRILLS_LIMIT = 200
 PASSWORD_ENV = "MINEWATCH_CITY_MQTT_PASSWORD"
+MAX_REQUEST_BYTES = 64 * 1024  # the city takes nothing bigger than a login form
+Reader = Annotated[User, Depends(need("read"))]
 
 
 class Notifier:
@@ -93,11 +106,13 @@ def _check_urls(mine_urls: dict[str, str] | None) -> dict[str, str]:
 
 
 def create_city_app(broker_host: str, broker_port: int, username: str, password: str,
-                    mine_urls: dict[str, str] | None = None, *,
+                    mine_urls: dict[str, str] | None = None, *, users: Store, secret: str,
+                    admin_password: str | None = None,
                     quiet_after_s: float = QUIET_AFTER_S, client_id: str | None = None,
                     clock: Callable[[], float] = time.time) -> FastAPI:
     """The city app. ``client_id`` names the persistent MQTT session (default: per host and
-    user); two city processes must not share one."""
+    user); two city processes must not share one. ``users``: the (unopened) store holding
+    the city's users; ``secret`` signs their tokens."""
     urls = _check_urls(mine_urls)
     state = CityState(quiet_after_s=quiet_after_s, clock=clock, mine_urls=urls)
     notifier = Notifier()
@@ -148,6 +163,9 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await users.open()
+        await ensure_admin(users, admin_password, "minewatch city")
+        state.listening()
         tasks = [asyncio.create_task(subscribe_forever(), name="city-mqtt"),
                  asyncio.create_task(tick_forever(), name="city-tick")]
         try:
@@ -158,11 +176,19 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            await users.close()
 
     app = FastAPI(title="minewatch city", version="0.1.0", lifespan=lifespan,
                   description="市煤矿安全应急指挥部: every mine's status and alarms")
     app.state.city = state
     app.state.broker = link
+    app.state.auth = AuthContext(users, secret, None)
+    app.include_router(auth_router)
+    add_guard(app, MAX_REQUEST_BYTES)
+
+    def visible(user: User, mine_id: str | None) -> None:
+        if mine_id is not None and not user.sees(mine_id):
+            raise HTTPException(403, f"无权查看煤矿 {mine_id} / outside your jurisdiction")
 
     @app.get("/api/v1/health")
     async def health() -> dict[str, Any]:
@@ -171,11 +197,12 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
                 "broker": link.json(), **state.counters()}
 
     @app.get("/api/v1/city/mines")
-    async def mines() -> list[dict[str, Any]]:
-        return state.tiles()
+    async def mines(user: Reader) -> list[dict[str, Any]]:
+        return state.tiles(user.sees)
 
     @app.get("/api/v1/city/mines/{mine_id}")
-    async def mine(mine_id: str) -> dict[str, Any]:
+    async def mine(mine_id: str, user: Reader) -> dict[str, Any]:
+        visible(user, mine_id)
         state.tick()
         detail = state.mine_detail(mine_id)
         if detail is None:
@@ -183,46 +210,53 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
         return detail
 
     @app.get("/api/v1/city/incidents")
-    async def incidents(mine: str | None = None) -> list[dict[str, Any]]:
+    async def incidents(user: Reader, mine: str | None = None) -> list[dict[str, Any]]:
+        visible(user, mine)
         if mine is not None and mine not in state.mines:
             raise HTTPException(404, f"unknown mine: {mine}")
-        return state.incidents(mine)
+        return state.incidents(mine, user.sees)
 
     @app.get("/api/v1/city/drills")
-    async def drills(mine: str | None = None,
+    async def drills(user: Reader, mine: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=DRILLS_LIMIT)] = 50,
                      ) -> list[dict[str, Any]]:
+        visible(user, mine)
         if mine is not None and mine not in state.mines:
             raise HTTPException(404, f"unknown mine: {mine}")
-        return state.drills(mine, limit)
+        return state.drills(mine, limit, user.sees)
 
     @app.get("/api/v1/city/alarms")
-    async def alarms(limit: Annotated[int, Query(ge=1, le=FEED_LIMIT)] = 100,
+    async def alarms(user: Reader, limit: Annotated[int, Query(ge=1, le=FEED_LIMIT)] = 100,
                      open_now: Annotated[bool, Query(
                          alias="open",
                          description="open alarms now instead of the transition feed")] = False,
                      ) -> list[dict[str, Any]]:
         if open_now:
-            return state.open_alarms()[:limit]
-        return state.feed(limit)
+            return state.open_alarms(sees=user.sees)[:limit]
+        return state.feed(limit, sees=user.sees)
 
-    def message(kind: str, after_seq: int, drills_sent: int | None = None) -> dict[str, Any]:
+    def message(user: User, kind: str, after_seq: int, drills_sent: int | None = None
+                ) -> dict[str, Any]:
         """``drills_sent``: the drill list version the client has (None: send it anyway)."""
-        feed = state.feed(100 if kind == "snapshot" else FEED_LIMIT, after_seq=after_seq)
+        feed = state.feed(100 if kind == "snapshot" else FEED_LIMIT, after_seq=after_seq,
+                          sees=user.sees)
         msg = {"type": kind, "at": iso(clock()), "broker_connected": link.connected,
-               "quiet_after_s": quiet_after_s, "mines": state.tiles(), "alarms": feed,
-               "seq": state.seq, "drills_version": state.drills_version}
+               "quiet_after_s": quiet_after_s, "mines": state.tiles(user.sees),
+               "alarms": feed, "seq": state.seq, "drills_version": state.drills_version}
         if drills_sent is None or drills_sent != state.drills_version:
-            msg["drills"] = state.drills()
+            msg["drills"] = state.drills(sees=user.sees)
         return msg
 
     @app.websocket("/ws/city")
     async def ws_city(ws: WebSocket) -> None:
         await ws.accept()
+        user = await ws_user(ws)
+        if user is None:
+            return
         receiver = asyncio.create_task(_drain_client(ws))
         try:
             changed = notifier.current()
-            msg = message("snapshot", 0)
+            msg = message(user, "snapshot", 0)
             await ws.send_json(msg)
             seq, drills_sent = msg["seq"], msg["drills_version"]
             while not receiver.done():
@@ -234,7 +268,7 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
                     break
                 await asyncio.sleep(WS_MIN_GAP_S)
                 changed = notifier.current()
-                msg = message("update", seq, drills_sent)
+                msg = message(user, "update", seq, drills_sent)
                 await ws.send_json(msg)
                 seq, drills_sent = msg["seq"], msg["drills_version"]
         except (WebSocketDisconnect, RuntimeError):
@@ -286,11 +320,18 @@ def parse_mine_urls(items: list[str]) -> dict[str, str]:
 
 
 def city_main(host: str, port: int, broker_url: str, username: str, password: str | None,
-              mine_url: list[str], *, quiet_after_s: float = QUIET_AFTER_S,
-              client_id: str | None = None, log_level: str = "INFO") -> None:
+              mine_url: list[str], *, data_dir: Path = Path("city-data"),
+              quiet_after_s: float = QUIET_AFTER_S, client_id: str | None = None,
+              log_level: str = "INFO") -> None:
     """Run the city command center with uvicorn (blocks). ``password`` None: from the broker
-    URL, else ``$MINEWATCH_CITY_MQTT_PASSWORD``. Raises ValueError on a bad URL."""
+    URL, else ``$MINEWATCH_CITY_MQTT_PASSWORD``. Users live in the embedded store in
+    ``data_dir`` (or the database of $MINEWATCH_DATABASE_URL). Raises ValueError on a bad
+    URL."""
     import uvicorn
+
+    from minewatch.auth import load_secret
+    from minewatch.service import open_store
+    from minewatch.settings import Settings
 
     b_host, b_port, url_user, url_password = parse_broker_url(broker_url)
     user = username or url_user
@@ -299,7 +340,12 @@ def city_main(host: str, port: int, broker_url: str, username: str, password: st
     secret = password if password is not None else url_password or os.environ.get(PASSWORD_ENV)
     if secret is None:
         raise ValueError(f"no MQTT password (pass it or set ${PASSWORD_ENV})")
+    settings = Settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_city_app(b_host, b_port, user, secret, parse_mine_urls(mine_url),
+                          users=open_store(settings, "city"),
+                          secret=load_secret(settings.jwt_secret, settings.data_dir),
+                          admin_password=settings.admin_password,
                           quiet_after_s=quiet_after_s, client_id=client_id)
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -22,6 +22,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from pwdlib import PasswordHash
@@ -83,6 +84,24 @@ def new_user(name: str, role: str, password: str, mines: list[str] | None = None
     if not name or len(name) > 64:
         raise AuthError("a user name has 1 to 64 characters")
     return User(name, role, hash_password(password), mines or ["*"], time.time())
+
+
+async def ensure_admin(store: Any, password: str | None, who: str) -> bool:
+    """The first start creates ``admin`` (``password``, else a one-time password printed
+    once, prefixed by ``who``); a given password is kept in force on later starts. Returns
+    whether the user was created."""
+    admin = await store.user("admin")
+    if admin is None:
+        pw = password or secrets.token_urlsafe(12)
+        await store.save_user(new_user("admin", "admin", pw))
+        if password is None:
+            print(f"{who}: admin one-time password: {pw}  (user admin; change it, or "
+                  "set MINEWATCH_ADMIN_PASSWORD)", flush=True)
+        return True
+    if password is not None and not verify_password(password, admin.password_hash):
+        admin.password_hash = hash_password(password)
+        await store.save_user(admin)
+    return False
 
 
 def load_secret(explicit: str | None, data_dir: Path) -> str:

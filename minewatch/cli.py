@@ -153,14 +153,19 @@ def city(
         help="default: from the URL or $MINEWATCH_CITY_MQTT_PASSWORD")] = None,
     mine_url: Annotated[list[str] | None, typer.Option(
         help="MINE=http://… drill-down link to a mine's wall screen (repeatable)")] = None,
+    data_dir: Annotated[Path, typer.Option(
+        help="the city's users and token secret (add users: minewatch user add --data-dir)")]
+        = Path("city-data"),
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
-    """City command center (市煤矿安全应急指挥部): every mine's alarms and status at /city."""
+    """City command center (市煤矿安全应急指挥部): every mine's alarms and status at /city.
+    Log in as admin with the one-time password printed at the first start (or
+    MINEWATCH_ADMIN_PASSWORD)."""
     from api.city_app import city_main
 
     try:
         city_main(host, port, broker_url, username, password, mine_url or [],
-                  log_level=log_level)
+                  data_dir=data_dir, log_level=log_level)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import math
-import secrets
 import shutil
 import time
 import uuid
@@ -80,7 +79,7 @@ from ingest.mqtt_payload import PointInfo, Reject
 from ingest.spool import Spool
 from ingest.sqlite_store import SqliteStore
 from ingest.writer import StoreWriter, WriterStats
-from minewatch.auth import hash_password, load_secret, new_user, verify_password
+from minewatch.auth import ensure_admin, load_secret
 from minewatch.broker import ENGINE_USER, BrokerProcess, write_config
 from minewatch.bus import EventBus
 from minewatch.drills import DrillRunner
@@ -191,6 +190,7 @@ class Service:
         self.bus = EventBus()
         self.book = AlarmBook()
         self.store: Store = open_store(settings, self.mine.mine.id)
+        self.jwt_secret = load_secret(settings.jwt_secret, settings.data_dir)
         self.power = PowerCutWorkflow(self.mine, self._write_relay, self._record_command,
                                       self._read_feed, self._verify_window)
         self.sim = SimulatedMine(self.mine, self.limits) if settings.simulate else None
@@ -265,7 +265,6 @@ class Service:
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
-        self.jwt_secret = load_secret(self.settings.jwt_secret, self.settings.data_dir)
         # Crash recovery first: what the last process spooled but did not store (alarms,
         # commands) must be in the store before the alarm book and relay states load from it.
         # Bounded, so a long backlog or a store outage does not delay monitoring.
@@ -314,21 +313,8 @@ class Service:
                  self.mine.mine.id, len(self.points), len(self.collectors))
 
     async def _ensure_admin(self) -> None:
-        """The first start creates ``admin`` (MINEWATCH_ADMIN_PASSWORD, else a one-time
-        password printed once); a set MINEWATCH_ADMIN_PASSWORD is kept in force."""
-        pw = self.settings.admin_password
-        admin = await self.store.user("admin")
-        if admin is None:
-            once = pw is None
-            pw = pw or secrets.token_urlsafe(12)
-            await self.store.save_user(new_user("admin", "admin", pw))
+        if await ensure_admin(self.store, self.settings.admin_password, "minewatch"):
             self._journal("user_saved", "admin", {"role": "admin", "by": "setup"})
-            if once:
-                print(f"minewatch: admin one-time password: {pw}  (user admin; change it, or "
-                      "set MINEWATCH_ADMIN_PASSWORD)", flush=True)
-        elif pw is not None and not verify_password(pw, admin.password_hash):
-            admin.password_hash = hash_password(pw)
-            await self.store.save_user(admin)
 
     async def _recover(self) -> None:
         """Rebuild the in-memory state after a restart: open alarms from the alarm records;

@@ -24,13 +24,16 @@ import httpx
 import pytest
 import uvicorn
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from api.city import CityState
 from api.city_app import create_city_app, parse_broker_url, parse_mine_urls
+from ingest.sqlite_store import SqliteStore
+from minewatch.auth import new_user
 from minewatch.broker import CITY_USER, ENGINE_USER, BrokerProcess, write_config
 from minewatch.events import HEARTBEAT_S, QUIET_AFTER_S, alarm_topic, event, events_topic
 from minewatch.mine import Mine
-from minewatch.procs import ServiceProcess, free_port, start_service
+from minewatch.procs import ADMIN_PASSWORD, ServiceProcess, free_port, login, start_service
 from minewatch.readings import iso
 from simulators.drill import Plan, commitment
 
@@ -43,6 +46,7 @@ class Clock:
         return self.t
 
 
+CITY_SECRET = "city-test-secret-" + "x" * 32
 NAMES = {"north": "北山煤矿", "south": "南岭煤矿", "west": "西沟煤矿"}
 
 
@@ -582,7 +586,13 @@ class AppServer:
         while not self.server.started:
             assert time.monotonic() < deadline, "city app did not start"
             time.sleep(0.02)
+        self.token = login(self.url, "admin", ADMIN_PASSWORD)
+        self.headers = {"Authorization": f"Bearer {self.token}"}
         return self
+
+    def ws(self, path: str, token: str | None = None) -> str:
+        """The WebSocket URL of ``path`` with the admin's (or the given) token."""
+        return f"{self.url.replace('http', 'ws')}{path}?token={token or self.token}"
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
@@ -590,9 +600,13 @@ class AppServer:
         assert not self.thread.is_alive()
 
 
-def city_app(cfg, client_id: str | None = None, **kw):
+def city_app(cfg, client_id: str | None = None, users: SqliteStore | None = None, **kw):
+    """The city app with its own throwaway user store (admin: procs.ADMIN_PASSWORD)."""
+    if users is None:
+        users = SqliteStore(Path(tempfile.mkdtemp(prefix="minewatch-city-")) / "users.db")
     return create_city_app("127.0.0.1", cfg.port, CITY_USER, cfg.password(CITY_USER),
-                           client_id=client_id or f"city-test-{uuid.uuid4().hex[:8]}", **kw)
+                           client_id=client_id or f"city-test-{uuid.uuid4().hex[:8]}",
+                           users=users, secret=CITY_SECRET, admin_password=ADMIN_PASSWORD, **kw)
 
 
 def engine(cfg) -> aiomqtt.Client:
@@ -632,7 +646,8 @@ async def test_city_feed_over_a_real_broker(broker):
 
     app = city_app(cfg, mine_urls={"north": "http://127.0.0.1:9/"}, quiet_after_s=2.0)
     with AppServer(app) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http, engine(cfg) as eng:
+        async with (httpx.AsyncClient(base_url=srv.url, timeout=5, headers=srv.headers) as http,
+                    engine(cfg) as eng):
             async def connected():
                 h = (await http.get("/api/v1/health")).json()
                 return h["broker"]["connected"] and h
@@ -687,7 +702,7 @@ async def test_city_feed_over_a_real_broker(broker):
             await eng.publish(events_topic("south"), b"{garbage", qos=1)
 
             # The WebSocket: a snapshot, then updates (on change, and at least once a second).
-            ws_url = srv.url.replace("http", "ws") + "/ws/city"
+            ws_url = srv.ws("/ws/city")
             async with ws_connect(ws_url, open_timeout=5) as ws:
                 snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
                 assert snap["type"] == "snapshot" and snap["broker_connected"]
@@ -753,6 +768,64 @@ async def test_city_feed_over_a_real_broker(broker):
             assert (await until(north_back, what="north back"))["status"] == "alarm"
 
 
+async def test_city_needs_a_login_and_shows_each_user_only_their_mines(broker, tmp_path):
+    """No token: 401 on every route but health, and the WebSocket is closed with 4401. A
+    regulator whose jurisdiction is north sees north's tile, alarms and feed only, and gets
+    403 asking for south; the admin sees both."""
+    cfg = broker.config
+    users = SqliteStore(tmp_path / "users.db")
+    await users.open()
+    await users.save_user(new_user("north-reg", "regulator", "north-pass-1", ["north"]))
+    await users.close()
+    users = SqliteStore(tmp_path / "users.db")  # the app opens its own
+    async with engine(cfg) as eng:
+        for mine in ("north", "south"):
+            await publish(eng, ev(mine, "alarm", transition="raised",
+                                  alarm=alarm(f"{mine}-1", message=f"{NAMES[mine]} 瓦斯报警")),
+                          retain_alarm=True)
+    with AppServer(city_app(cfg, users=users)) as srv:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as anon:
+            assert (await anon.get("/api/v1/health")).status_code == 200
+            for path in ("/api/v1/city/mines", "/api/v1/city/alarms", "/api/v1/city/incidents",
+                         "/api/v1/city/drills", "/api/v1/city/mines/north"):
+                r = await anon.get(path)
+                assert r.status_code == 401, (path, r.status_code)
+            bad = await anon.post("/api/v1/auth/token",
+                                  data={"username": "north-reg", "password": "wrong-pass"})
+            assert bad.status_code == 401
+            assert (await anon.get("/city")).headers["content-security-policy"]
+        with pytest.raises(ConnectionClosed) as closed:
+            async with ws_connect(srv.ws("/ws/city", "not-a-token"), open_timeout=5) as ws:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd.code == 4401
+
+        token = login(srv.url, "north-reg", "north-pass-1")
+        reg = {"Authorization": f"Bearer {token}"}
+        async with (httpx.AsyncClient(base_url=srv.url, timeout=5, headers=reg) as http,
+                    httpx.AsyncClient(base_url=srv.url, timeout=5, headers=srv.headers) as adm):
+            async def admin_sees_both():
+                tiles = (await adm.get("/api/v1/city/mines")).json()
+                return sorted(t["mine"] for t in tiles) == ["north", "south"] and tiles
+            await until(admin_sees_both, what="both mines at the admin")
+            assert [t["mine"] for t in (await http.get("/api/v1/city/mines")).json()] == ["north"]
+            assert {e["mine"] for e in (await http.get("/api/v1/city/alarms")).json()} == {"north"}
+            assert {a["mine"] for a in (await http.get(
+                "/api/v1/city/alarms", params={"open": "true"})).json()} == {"north"}
+            assert (await adm.get("/api/v1/city/alarms", params={"open": "true"})).json()
+            assert (await http.get("/api/v1/city/mines/north")).status_code == 200
+            for path, params in (("/api/v1/city/mines/south", {}),
+                                 ("/api/v1/city/incidents", {"mine": "south"}),
+                                 ("/api/v1/city/drills", {"mine": "south"})):
+                r = await http.get(path, params=params)
+                assert r.status_code == 403, (path, r.status_code)
+            me = (await http.get("/api/v1/auth/me")).json()
+            assert (me["role"], me["mines"]) == ("regulator", ["north"])
+        async with ws_connect(srv.ws("/ws/city", token), open_timeout=5) as ws:
+            snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert [t["mine"] for t in snap["mines"]] == ["north"]
+        assert {e["mine"] for e in snap["alarms"]} == {"north"}
+
+
 async def test_city_reconnects_and_keeps_its_session(broker):
     """Broker restart: the city reconnects by itself. City restart with the same session id:
     QoS 1 events published while it was away are delivered (persistent session)."""
@@ -763,7 +836,7 @@ async def test_city_reconnects_and_keeps_its_session(broker):
         return {t["mine"]: t for t in (await http.get("/api/v1/city/mines")).json()}
 
     with AppServer(city_app(cfg, client_id)) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5, headers=srv.headers) as http:
             async def connected():
                 return (await http.get("/api/v1/health")).json()["broker"]["connected"]
             await until(connected, what="first connection")
@@ -772,7 +845,7 @@ async def test_city_reconnects_and_keeps_its_session(broker):
             await until(lambda: _has(http, "north"), what="north")
 
             # No changes at all for a while: the WebSocket still sends at least once a second.
-            async with ws_connect(srv.url.replace("http", "ws") + "/ws/city") as ws:
+            async with ws_connect(srv.ws("/ws/city")) as ws:
                 assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "snapshot"
                 stamps = []
                 t0 = time.monotonic()
@@ -801,7 +874,7 @@ async def test_city_reconnects_and_keeps_its_session(broker):
         await publish(eng, ev("south", "alarm", transition="raised",
                               alarm=alarm("S-9", message="停电期间的报警")))
     with AppServer(city_app(cfg, client_id)) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5, headers=srv.headers) as http:
             async def got_it():
                 feed = (await http.get("/api/v1/city/alarms")).json()
                 return any(e["id"] == "S-9" for e in feed)
@@ -860,7 +933,7 @@ async def test_mine_incident_and_report_chain_reach_the_city(broker, demo_mine):
     cfg, svc = broker.config, demo_mine
     app = city_app(cfg, mine_urls={"demo": svc.url})
     with AppServer(app) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5, headers=srv.headers) as http:
             async def demo_tile(status: str | None = None):
                 tiles = {t["mine"]: t for t in (await http.get("/api/v1/city/mines")).json()}
                 t = tiles.get("demo")
@@ -938,7 +1011,7 @@ async def test_mine_incident_and_report_chain_reach_the_city(broker, demo_mine):
             assert t["open_incidents"][0]["report_done"] == 1
 
             # The WebSocket snapshot carries the same incidents.
-            ws_url = srv.url.replace("http", "ws") + "/ws/city"
+            ws_url = srv.ws("/ws/city")
             async with ws_connect(ws_url, open_timeout=5) as ws:
                 snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
             [demo] = [m for m in snap["mines"] if m["mine"] == "demo"]
@@ -973,7 +1046,7 @@ async def test_mine_drill_result_reaches_the_city(broker, demo_mine):
     cfg, svc = broker.config, demo_mine
     app = city_app(cfg, mine_urls={"demo": svc.url})
     with AppServer(app) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=5, headers=srv.headers) as http:
             async def connected():
                 return (await http.get("/api/v1/health")).json()["broker"]["connected"]
             await until(connected, what="broker connection")
@@ -1032,7 +1105,7 @@ async def test_mine_drill_result_reaches_the_city(broker, demo_mine):
             assert d["commitment"] == commit and d["status"] == "finished"
 
             # The WebSocket snapshot carries the drill list.
-            async with ws_connect(srv.url.replace("http", "ws") + "/ws/city",
+            async with ws_connect(srv.ws("/ws/city"),
                                   open_timeout=5) as ws:
                 snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
                 assert [(x["id"], x["point"]) for x in snap["drills"]] == \
@@ -1044,4 +1117,5 @@ async def test_mine_drill_result_reaches_the_city(broker, demo_mine):
 
 def test_city_app_rejects_bad_mine_urls():
     with pytest.raises(ValueError):
-        create_city_app("127.0.0.1", 1883, "city", "x", {"demo": "javascript:alert(1)"})
+        create_city_app("127.0.0.1", 1883, "city", "x", {"demo": "javascript:alert(1)"},
+                        users=SqliteStore(Path("unused.db")), secret=CITY_SECRET)

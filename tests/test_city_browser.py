@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from minewatch.events import HEARTBEAT_S
-from minewatch.procs import ServiceProcess
+from minewatch.procs import ADMIN_PASSWORD, ServiceProcess
 from tests.conftest import ARTIFACTS
 from tests.test_city import (
     ACK_USER,
@@ -70,17 +71,31 @@ def demo_mine(broker, tmp_path) -> Iterator[ServiceProcess]:
         yield svc
 
 
-@pytest.fixture
-def browser(tmp_path):
+@contextlib.contextmanager
+def chromium(profile: Path, bypass_csp: bool) -> Iterator[Any]:
     assert Path(CHROMIUM).exists(), f"headless Chromium not found at {CHROMIUM}"
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-            headless=True, viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1920, "height": 1080}, locale="zh-CN", bypass_csp=bypass_csp)
         try:
             yield ctx
         finally:
             ctx.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Playwright's wait_for_function evaluates strings, which the page's CSP forbids."""
+    with chromium(tmp_path / "profile", bypass_csp=True) as ctx:
+        yield ctx
+
+
+@pytest.fixture
+def strict_browser(tmp_path):
+    """Under the page's real Content-Security-Policy."""
+    with chromium(tmp_path / "profile", bypass_csp=False) as ctx:
+        yield ctx
 
 
 def sender(cfg) -> Any:
@@ -108,6 +123,7 @@ def test_city_page_shows_a_mine_incident_and_its_report_chain(broker, demo_mine,
     app = city_app(cfg, mine_urls={"demo": svc.url}, quiet_after_s=120)
     with AppServer(app) as srv:
         page = browser.new_page()
+        page.add_init_script(f"localStorage.setItem('mw_token', {json.dumps(srv.token)})")
         page.goto(srv.url + "/city")
         page.wait_for_selector('#conn[data-state="ok"]', timeout=5000)
         assert "市煤矿安全应急指挥部" in page.title()
@@ -195,6 +211,7 @@ def test_city_page_tiles_feed_and_stale_data(broker, browser):
     with AppServer(app) as srv:
         try:
             page = browser.new_page()
+            page.add_init_script(f"localStorage.setItem('mw_token', {json.dumps(srv.token)})")
             page.goto(srv.url + "/")
             page.wait_for_selector('#conn[data-state="ok"]', timeout=5000)
             send([
@@ -280,3 +297,22 @@ def test_city_page_tiles_feed_and_stale_data(broker, browser):
         finally:
             with contextlib.suppress(Exception):
                 srv.server.should_exit = True
+
+
+def test_city_page_asks_for_a_login_and_logs_in(broker, strict_browser):
+    """Without a token the page shows the login form (the WebSocket is refused with 4401);
+    a wrong password shows the server's reason, the right one brings the feed."""
+    app = city_app(broker.config, quiet_after_s=120)
+    with AppServer(app) as srv:
+        page = strict_browser.new_page()
+        page.goto(srv.url + "/city")
+        page.wait_for_selector("#login:not([hidden])", timeout=5000)
+        page.fill("#login-user", "admin")
+        page.fill("#login-password", "wrong-password")
+        page.click('#login-form button[type="submit"]')
+        page.wait_for_selector("#login-error:not(:empty)", timeout=5000)
+        assert "用户名或密码错误" in page.inner_text("#login-error")
+        page.fill("#login-password", ADMIN_PASSWORD)
+        page.click('#login-form button[type="submit"]')
+        page.wait_for_selector('#conn[data-state="ok"]', timeout=10000)
+        assert page.is_hidden("#login")

@@ -3,7 +3,7 @@
 // alarm feed across mines, all from /ws/city (a snapshot, then an update at least once per
 // second; the drill list with the snapshot and whenever it changed). Reconnects by itself;
 // shows a stale banner when its own feed stops. Data from mines is inserted as text, never as
-// HTML.
+// HTML. Needs login.js (the token) loaded first.
 "use strict";
 const STATUS_LABEL = { normal: "正常", alarm: "报警", power_cut: "断电", incident: "应急处置中",
   no_data: "无数据" };
@@ -424,10 +424,12 @@ function onMessage(msg) {
 }
 
 function connect() {
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/ws/city`);
+  const ws = new WebSocket(wsUrl("/ws/city"));
   ws.onmessage = (ev) => { lastMessage = Date.now(); onMessage(JSON.parse(ev.data)); };
-  ws.onclose = () => setTimeout(connect, 1000);
+  ws.onclose = (ev) => {
+    if (ev.code === 4401 || ev.code === 4403) { showLogin(); return; }
+    setTimeout(connect, 1000);
+  };
   ws.onerror = () => ws.close();
 }
 

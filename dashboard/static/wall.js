@@ -29,30 +29,9 @@ let chartDirty = false;
 
 const $ = (sel) => document.querySelector(sel);
 const fmtTime = (iso) => iso ? new Date(iso).toLocaleTimeString("zh-CN", { hour12: false }) : "";
-// Every call carries the user's token; a 401 (no or expired token) shows the login form.
-let token = localStorage.getItem("mw_token") || "";
-function api(url, opts = {}) {
-  return fetch(url, { ...opts, headers: { ...(opts.headers || {}), Authorization: `Bearer ${token}` } })
-    .then((r) => { if (r.status === 401) { showLogin(); throw new Error("401"); } return r; });
-}
 const post = (url, body) => api(url, { method: "POST",
   headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
-function showLogin() {
-  const box = $("#login");
-  if (!box.hidden) return;
-  box.hidden = false;
-  $("#login-form").onsubmit = async (ev) => {
-    ev.preventDefault();
-    const form = new URLSearchParams({ username: $("#login-user").value,
-      password: $("#login-password").value });
-    const r = await fetch("/api/v1/auth/token", { method: "POST", body: form });
-    if (!r.ok) { $("#login-error").textContent = (await r.json()).detail || "登录失败"; return; }
-    token = (await r.json()).access_token;
-    localStorage.setItem("mw_token", token);
-    location.reload();
-  };
-}
 const SVG = "http://www.w3.org/2000/svg";
 const el = (tag, attrs = {}) => {
   const e = document.createElementNS(SVG, tag);
@@ -527,8 +506,7 @@ function drawChart() {
 
 // --- connections ---------------------------------------------------------------------------------
 function connect(path, onMessage) {
-  const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}${path}?token=${encodeURIComponent(token)}`);
+  const ws = new WebSocket(wsUrl(path));
   ws.onmessage = (ev) => { lastMessage = Date.now(); onMessage(JSON.parse(ev.data)); };
   ws.onclose = (ev) => {
     if (ev.code === 4401) { showLogin(); return; }
