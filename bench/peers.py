@@ -1,41 +1,55 @@
 """Peer comparison (issue 10, item 5): gas over-limit detection in minewatch against the same
-detection built from off-the-shelf parts — Prometheus + Alertmanager (Debian packages).
+detection built from off-the-shelf parts — Prometheus + Alertmanager (Debian packages) and,
+when installed, Node-RED (npm).
 
+Why: the latency a team gets from the usual monitoring stack is the baseline minewatch's
+alarm path has to beat (the regulation allows 2 s from over-limit to power cut).
 Every pipeline gets the same input: the sample mine's simulated readings (the simulator model
-of ``simulators/substation.py``, 54 points), and at t0 one methane point switches from its
-normal simulated level (0.1–0.4 %) to 1.80 %, above its power-cut limit; t0 is recorded by
-the source itself (the simulator / exporter, wall clock) after a random wait, so the change
-falls at a random phase of every poll, scrape and evaluation period. Detection time = t0 →
-the alarm reaching the pipeline's consumer (arrival time taken in this process):
+of ``simulators/substation.py``), and at t0 one methane point switches from its normal
+simulated level (0.1–0.4 %) to 1.80 %, above its power-cut limit. t0 is taken by the source
+itself (simulator, exporter or gateway, wall clock) after a random wait, so the change falls at
+a random phase of every poll, scrape and evaluation period; then the point returns to normal
+before the next trial. Detection time = t0 → the alarm reaching the pipeline's consumer
+(arrival time taken in this process):
 
-- ``prometheus`` (1 s): an exporter of the same simulated readings (``methane_percent`` per
-  methane point and ``methane_cut_limit_percent``), scrape and rule evaluation every 1 s,
-  ``methane_percent >= on(point) group_left methane_cut_limit_percent`` with ``for: 0s``,
-  Alertmanager ``group_wait: 0s`` → a webhook receiver in this process. A per-trial label
-  on the point's series is in ``group_by``, so every trial is a fresh alert group (no
-  group_interval wait).
+- ``prometheus`` (1 s): an exporter process serving the same simulated readings (54 points:
+  ``methane_percent`` per methane point, ``methane_cut_limit_percent``, ``mine_reading``),
+  scrape and rule evaluation every 1 s, ``methane_percent >= on(point) group_left
+  methane_cut_limit_percent`` with ``for: 0s``, Alertmanager ``group_wait: 0s`` → a webhook
+  receiver in this process. A per-trial label on the point's series is in ``group_by``, so
+  each trial is a fresh alert group (no group_interval wait). The trials are spread over
+  ``--rounds`` fresh stacks: a start fixes the phase between scrape and evaluation (both
+  placed by a hash), which shifts every detection of that stack; it is reported per round.
 - ``prometheus_100ms``: the same with scrape and evaluation every 100 ms.
-- ``prometheus_defaults`` (full runs only, few trials): the common settings — scrape and
-  evaluation 15 s (the packaged prometheus.yml), Alertmanager defaults (group_wait 30 s).
-- ``minewatch_modbus``: ``minewatch run`` with the sample mine, point 001A02 on a simulated
+- ``prometheus_defaults`` (full runs only, few trials, one stack): common settings — scrape
+  and evaluation 15 s (the packaged prometheus.yml), Alertmanager's defaults (group_wait 30 s).
+- ``minewatch_modbus``: ``minewatch run`` with the sample mine; point 001A02 on a simulated
   Modbus substation polled every 500 ms; consumer: the wall screen's WebSocket ``/ws/alarms``
-  (the ``power_cut_limit`` alarm raised).
-- ``minewatch_mqtt``: the same service, point 004A01 on the sample mine's MQTT gateway S04,
+  (the ``power_cut_limit`` alarm raised; the power cut itself goes out before it).
+- ``minewatch_mqtt``: the same service; point 004A01 on the sample mine's MQTT gateway S04,
   which publishes on change; consumer: the same WebSocket. The city feed (an MQTT subscriber
-  on ``mw/demo/events`` with the city account) is timed beside it (``…_events_…`` keys).
+  on ``mw/demo/events``, city account) is timed beside both (``…_events_…`` keys).
+- ``nodered`` (full runs, if ``MINEWATCH_NODE_RED`` or PATH has ``node-red``): the S04
+  gateway alone on a private mosquitto; a flow ``mqtt in`` → edge-triggered threshold
+  ``function`` (the same cut limits) → ``http request`` to the webhook receiver.
 
-CPU per pipeline: utime + stime (``/proc/<pid>/stat``) of the pipeline's own processes
-(exporter + prometheus + alertmanager; minewatch service + its mosquitto) over the trial
-window, in CPU seconds per wall minute; ``…_idle_cpu_s_per_min`` is the same over a window
-with no trials (the steady cost of watching the mine). Pipelines run one after the other.
+CPU per pipeline: utime + stime (``/proc/<pid>/stat``) of the pipeline's own processes —
+exporter + prometheus + alertmanager; the minewatch service (with its simulated substations)
++ its mosquitto; node-red + gateway + mosquitto — in CPU seconds per wall minute over the
+trial window (``…_cpu_s_per_min``) and over a window with no trials (``…_idle_cpu_s_per_min``,
+the steady cost of watching the mine). Pipelines run one after the other.
 
-Usage: python bench/peers.py [--quick] [--trials N] [--defaults-trials N]
-``--quick`` (CI smoke, < 90 s): few trials, no defaults run.
+Usage: python bench/peers.py [--quick] [--trials N] [--rounds R] [--defaults-trials N]
+       [--no-node-red]
+``--quick`` (CI smoke, < 90 s): 5 trials a pipeline, one Prometheus stack, no defaults run,
+no Node-RED.
 Last line: one JSON object with minewatch_mqtt_detect_p50_ms, minewatch_modbus_detect_p50_ms,
 prometheus_detect_p50_ms (1 s settings), prometheus_100ms_detect_p50_ms, detect_ratio_mqtt and
-detect_ratio_modbus (1 s peer p50 / minewatch p50), detect_ratio_mqtt_vs_100ms, and per
-pipeline ``{name}_detect_p90_ms``, ``{name}_detect_max_ms``, ``{name}_cpu_s_per_min``,
-``{name}_idle_cpu_s_per_min``, ``{name}_trials`` (prometheus_defaults_* null when skipped).
+detect_ratio_modbus (1 s peer p50 / minewatch p50), detect_ratio_mqtt_vs_100ms (100 ms peer
+p50 / minewatch MQTT p50); per pipeline ``{name}_detect_p90_ms``, ``{name}_detect_max_ms``,
+``{name}_cpu_s_per_min``, ``{name}_idle_cpu_s_per_min``, ``{name}_cpu_by_process_s_per_min``,
+``{name}_trials`` (null / 0 when a pipeline was skipped); ``target_*`` (the issue's targets
+met or not), ``{prometheus variant}_scrape_to_eval_offset_ms``, ``elapsed_s``.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -88,45 +103,71 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def with_descendants(pids: list[int]) -> list[int]:
-    parents: dict[int, list[int]] = {}
+def with_descendants(roots: dict[str, int]) -> dict[int, str]:
+    """pid → name for ``roots`` (name → pid) and every descendant (named by its comm)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (st := _stat(int(entry))) is not None:
-            parents.setdefault(st[0], []).append(int(entry))
-    out, todo = [], list(pids)
+            children.setdefault(st[0], []).append(int(entry))
+    out = {pid: name for name, pid in roots.items()}
+    todo = list(roots.values())
     while todo:
-        pid = todo.pop()
-        if pid not in out:
-            out.append(pid)
-            todo += parents.get(pid, [])
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                with contextlib.suppress(OSError):
+                    out[child] = Path(f"/proc/{child}/comm").read_text().strip()
+                    todo.append(child)
     return out
+
+
+Usage = tuple[dict[str, float], float]  # CPU seconds by process name, wall seconds
 
 
 @dataclass
 class CpuWindow:
-    """CPU seconds used by ``pids`` (and their children at the start) between start and stop."""
+    """CPU seconds used by the ``roots`` processes (name → pid) and their children (as of
+    the start) between the start and ``stop``."""
 
-    pids: list[int]
+    roots: dict[str, int]
     t0: float = 0.0
+    names: dict[int, str] = field(default_factory=dict)
     start: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.pids = with_descendants(self.pids)
+        self.names = with_descendants(self.roots)
         self.t0 = time.monotonic()
-        self.start = {p: st[1] for p in self.pids if (st := _stat(p)) is not None}
+        self.start = {p: st[1] for p in self.names if (st := _stat(p)) is not None}
 
-    def stop(self) -> tuple[float, float]:
-        """(CPU seconds, wall seconds) since the start."""
-        used = sum(st[1] - self.start[p] for p in self.start if (st := _stat(p)) is not None)
+    def stop(self) -> Usage:
+        used: dict[str, float] = {}
+        for p, before in self.start.items():
+            if (st := _stat(p)) is not None:
+                used[self.names[p]] = used.get(self.names[p], 0.0) + st[1] - before
         return used, time.monotonic() - self.t0
 
 
-def per_minute(windows: list[tuple[float, float]]) -> float:
+def per_minute(windows: list[Usage]) -> float:
     """CPU seconds per wall minute over several windows."""
-    return sum(c for c, _ in windows) / (sum(w for _, w in windows) / 60.0)
+    return sum(sum(u.values()) for u, _ in windows) / (sum(w for _, w in windows) / 60.0)
+
+
+def breakdown(windows: list[Usage]) -> dict[str, float]:
+    """The same by process name."""
+    minutes = sum(w for _, w in windows) / 60.0
+    out: dict[str, float] = {}
+    for used, _ in windows:
+        for name, cpu in used.items():
+            out[name] = out.get(name, 0.0) + cpu
+    return {name: round(cpu / minutes, 3) for name, cpu in out.items()}
 
 
 # --- process handling -------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """A child started here gets SIGTERM if this bench dies (even by SIGKILL)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
 
 @dataclass
 class Procs:
@@ -136,7 +177,8 @@ class Procs:
 
     def start(self, args: list[str], log: Path) -> subprocess.Popen:
         p = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                             preexec_fn=_die_with_parent)
         self.procs.append(p)
         return p
 
@@ -404,7 +446,7 @@ def prometheus_round(v: PromVariant, trials: int, idle_s: float, hook: Webhook, 
         # The first scrape lands within one period (at the target's hashed offset).
         wait_http(f"{base}/api/v1/query?query=up", v.scrape_s + 30, prom,
                   work / "prometheus.log", scraped)
-        pids = [exp.pid, am.pid, prom.pid]
+        pids = {"exporter": exp.pid, "alertmanager": am.pid, "prometheus": prom.pid}
         idle = CpuWindow(pids)
         time.sleep(idle_s)
         idle_cpu = idle.stop()
@@ -447,6 +489,7 @@ def run_prometheus(v: PromVariant, trials: int, rounds: int, idle_s: float, hook
         out["idle_cpu"].append(r["idle_cpu"])
         out["offset_ms"].append(r["offset_ms"])
         out["round_p50_ms"].append(pct(r["ms"], 50))
+    out["cpu_by_process"] = breakdown(out["cpu"])
     out["cpu"], out["idle_cpu"] = per_minute(out["cpu"]), per_minute(out["idle_cpu"])
     return out
 
@@ -460,6 +503,7 @@ class Consumers:
 
     ws: dict[str, list[float]] = field(default_factory=dict)
     events: dict[str, list[float]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
     def _match(msg: dict) -> str | None:
@@ -478,6 +522,7 @@ class Consumers:
                 at = time.time()
                 if (p := self._match(json.loads(raw))) is not None:
                     self.ws.setdefault(p, []).append(at)
+                    self.changed.set()
 
     async def run_events(self, port: int, password: str, ready: asyncio.Event) -> None:
         import aiomqtt
@@ -493,17 +538,23 @@ class Consumers:
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     if (p := self._match(json.loads(msg.payload))) is not None:
                         self.events.setdefault(p, []).append(at)
+                        self.changed.set()
 
 
-async def first_after(store: dict[str, list[float]], point: str, t0: float,
+async def first_after(cons: Consumers, store: dict[str, list[float]], point: str, t0: float,
                       timeout: float) -> float | None:
+    """The first arrival for ``point`` at or after ``t0`` (waits on the consumers' signal)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
+        cons.changed.clear()
         hits = [t for t in store.get(point, []) if t >= t0]
         if hits:
             return hits[0]
-        await asyncio.sleep(0.002)
-    return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cons.changed.wait(), left)
 
 
 async def reset_point(svc: ServiceProcess, point: str, relays: list[str]) -> None:
@@ -524,7 +575,8 @@ async def reset_point(svc: ServiceProcess, point: str, relays: list[str]) -> Non
 
 
 async def minewatch_trials(svc: ServiceProcess, cons: Consumers, point: str, trials: int,
-                           poll_s: float, idle_s: float, pids: list[int]) -> dict[str, Any]:
+                           poll_s: float, idle_s: float, pids: dict[str, int]
+                           ) -> dict[str, Any]:
     relays = (await asyncio.to_thread(svc.get, f"/api/v1/points/{point}")).json()["relays"]
     idle = CpuWindow(pids)
     await asyncio.sleep(idle_s)
@@ -536,16 +588,17 @@ async def minewatch_trials(svc: ServiceProcess, cons: Consumers, point: str, tri
         await asyncio.sleep(random.uniform(0, poll_s))
         inj = await asyncio.to_thread(svc.inject, "gas-overlimit", point, value=OVER_LIMIT)
         t0 = inj["at"]
-        t_ws = await first_after(cons.ws, point, t0, 10)
+        t_ws = await first_after(cons, cons.ws, point, t0, 10)
         if t_ws is None:
             raise TimeoutError(f"no power_cut_limit alarm for {point} on /ws/alarms")
         ws_ms.append((t_ws - t0) * 1000)
-        t_ev = await first_after(cons.events, point, t0, 5)
+        t_ev = await first_after(cons, cons.events, point, t0, 5)
         if t_ev is not None:
             ev_ms.append((t_ev - t0) * 1000)
         await reset_point(svc, point, relays)
-    cpu = per_minute([window.stop()])
-    return {"ms": ws_ms, "events_ms": ev_ms, "cpu": cpu, "idle_cpu": idle_cpu}
+    used = window.stop()
+    return {"ms": ws_ms, "events_ms": ev_ms, "cpu": per_minute([used]), "idle_cpu": idle_cpu,
+            "cpu_by_process": breakdown([used])}
 
 
 async def run_minewatch_async(svc: ServiceProcess, trials: int, idle_s: float
@@ -553,7 +606,7 @@ async def run_minewatch_async(svc: ServiceProcess, trials: int, idle_s: float
     health = svc.get("/api/v1/health").json()
     creds = json.loads((svc.data_dir / "broker" / "credentials.json").read_text())
     subs = {s["id"]: s for s in svc.get("/api/v1/substations").json()}
-    pids = [svc.proc.pid]
+    pids = {"minewatch": svc.proc.pid}
     cons = Consumers()
     ws_ready, ev_ready = asyncio.Event(), asyncio.Event()
     tasks = [asyncio.create_task(cons.run_ws(svc.ws("/ws/alarms"), ws_ready)),
@@ -729,7 +782,7 @@ def run_node_red(binary: str, trials: int, idle_s: float, hook: Webhook,
             time.sleep(0.2)
         time.sleep(1.0)
         assert broker.proc is not None
-        pids = [node.pid, gw.pid, broker.proc.pid]
+        pids = {"node-red": node.pid, "gateway": gw.pid, "mosquitto": broker.proc.pid}
         idle = CpuWindow(pids)
         time.sleep(idle_s)
         idle_cpu = per_minute([idle.stop()])
@@ -741,8 +794,9 @@ def run_node_red(binary: str, trials: int, idle_s: float, hook: Webhook,
                                                       "value": OVER_LIMIT}, timeout=5).json()["at"]
             lat.append((hook.wait_post("/nodered", t0, 10) - t0) * 1000)
             httpx.post(f"{control}/clear", params={"point": MQTT_POINT}, timeout=5)
-        cpu = per_minute([window.stop()])
-        return {"ms": lat, "cpu": cpu, "idle_cpu": idle_cpu}
+        used = window.stop()
+        return {"ms": lat, "cpu": per_minute([used]), "idle_cpu": idle_cpu,
+                "cpu_by_process": breakdown([used])}
     finally:
         procs.stop_all()
         broker.stop()
@@ -792,6 +846,8 @@ def main() -> None:
     if args.gateway:
         run_gateway(int(args.gateway[0]), int(args.gateway[1]), args.gateway[2])
         return
+    # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C: every finally block stops its processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for exe in (PROMETHEUS, ALERTMANAGER):
         if not Path(exe).exists():
             sys.exit(f"{exe} is missing: apt-get install prometheus prometheus-alertmanager")
@@ -799,7 +855,7 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
     defaults_trials = 0 if args.quick else args.defaults_trials
     idle_s = 2.0 if args.quick else 20.0
-    started = time.monotonic()
+    started, load_start = time.monotonic(), os.getloadavg()[0]
     res: dict[str, dict[str, Any]] = {}
     took: dict[str, float] = {}
     hook = Webhook()
@@ -838,6 +894,7 @@ def main() -> None:
         out[f"{name}_cpu_s_per_min"] = round(r["cpu"], 3) if r else None
         out[f"{name}_idle_cpu_s_per_min"] = round(r["idle_cpu"], 3) if r else None
         out[f"{name}_trials"] = len(ms)
+        out[f"{name}_cpu_by_process_s_per_min"] = r["cpu_by_process"] if r else None
         if r is None:
             why = "--quick: ~50 s a trial" if name == "prometheus_defaults" else \
                 "--quick, --no-node-red or no node-red (MINEWATCH_NODE_RED)"
@@ -845,6 +902,9 @@ def main() -> None:
             continue
         print(f"{label:<40}{len(ms):>4}{pct(ms, 50):>10.1f}{pct(ms, 90):>10.1f}"
               f"{max(ms):>10.1f}{r['cpu']:>11.2f}{r['idle_cpu']:>8.2f}")
+    for name, _ in PIPELINES:
+        if name in res:
+            print(f"  CPU s/min by process, {name}: {res[name]['cpu_by_process']}")
     ev = res["minewatch_mqtt"]["events_ms"]
     ev_mb = res["minewatch_modbus"]["events_ms"]
     print(f"city feed (MQTT mw/demo/events): MQTT path p50 {pct(ev, 50)} ms, "
@@ -874,11 +934,11 @@ def main() -> None:
     out["quick"] = args.quick
     out["elapsed_s"] = round(elapsed, 1)
     out["phase_s"] = {k: round(v, 1) for k, v in took.items()}
-    out["loadavg_1m"] = round(os.getloadavg()[0], 2)
+    out["loadavg_1m_start_end"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     print(f"ratios (Prometheus 1 s p50 / minewatch p50): MQTT {out['detect_ratio_mqtt']}x, "
           f"Modbus {out['detect_ratio_modbus']}x; 100 ms peer / MQTT "
-          f"{out['detect_ratio_mqtt_vs_100ms']}x; {elapsed:.0f} s, load "
-          f"{os.getloadavg()[0]:.2f}")
+          f"{out['detect_ratio_mqtt_vs_100ms']}x; {elapsed:.0f} s, load average "
+          f"{load_start:.2f} → {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(json.dumps(out))
 
 
