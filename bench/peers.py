@@ -1,6 +1,7 @@
-"""Peer comparison (issue 10, item 5): gas over-limit detection in minewatch against the same
-detection built from off-the-shelf parts — Prometheus + Alertmanager (Debian packages) and,
-when installed, Node-RED (npm).
+"""Peer comparison (issue 10, item 5): gas over-limit detection, minewatch vs off-the-shelf.
+
+The same detection built from off-the-shelf parts — Prometheus + Alertmanager (Debian
+packages) and, when installed, Node-RED (npm) — against minewatch on identical input.
 
 Why: the latency a team gets from the usual monitoring stack is the baseline minewatch's
 alarm path has to beat (the regulation allows 2 s from over-limit to power cut).
