@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from api.auth import DRILL
+from api.params import errors
 from minewatch.drills import Drill, DrillError
 from minewatch.service import Service
 from simulators.drill import Plan
@@ -52,7 +53,8 @@ async def drills(request: Request) -> list[dict[str, Any]]:
     return [d.public() for d in _svc(request).drills.drills.values()]
 
 
-@router.post("/drills", dependencies=DRILL, summary="布置演练 / arm a drill")
+@router.post("/drills", dependencies=DRILL, summary="布置演练 / arm a drill",
+             responses=errors(409))
 async def arm(request: Request, body: ArmBody) -> dict[str, Any]:
     """The plan must hash to the commitment published beforehand; it starts at its time."""
     s = _svc(request)
@@ -71,17 +73,20 @@ async def _end(request: Request, drill_id: str, status: str, by: str, reason: st
     return d.public()
 
 
-@router.post("/drills/{drill_id}/abort", dependencies=DRILL, summary="中止演练 / abort")
+@router.post("/drills/{drill_id}/abort", dependencies=DRILL, summary="中止演练 / abort",
+             responses=errors(409))
 async def abort(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
     return await _end(request, drill_id, "aborted", body.user, body.reason or "组织者中止")
 
 
-@router.post("/drills/{drill_id}/finish", dependencies=DRILL, summary="结束演练 / finish")
+@router.post("/drills/{drill_id}/finish", dependencies=DRILL, summary="结束演练 / finish",
+             responses=errors(409))
 async def finish(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
     return await _end(request, drill_id, "finished", body.user)
 
 
-@router.post("/drills/{drill_id}/reveal", dependencies=DRILL, summary="公开计划 / reveal the plan")
+@router.post("/drills/{drill_id}/reveal", dependencies=DRILL,
+             summary="公开计划 / reveal the plan", responses=errors(409))
 async def reveal(request: Request, drill_id: str, body: UserBody) -> dict[str, Any]:
     s = _svc(request)
     try:
@@ -90,7 +95,9 @@ async def reveal(request: Request, drill_id: str, body: UserBody) -> dict[str, A
         raise HTTPException(409, str(exc)) from exc
 
 
-@router.get("/drills/{drill_id}/report", dependencies=DRILL, summary="演练评分 / drill score")
+@router.get("/drills/{drill_id}/report", dependencies=DRILL, summary="演练评分 / drill score",
+            responses={200: {"content": {"text/html": {}},
+                             "description": "JSON, or with format=html a printable page"}})
 async def report(request: Request, drill_id: str, format: str = "json") -> Any:
     s = _svc(request)
     rep = await s.drills.report(_drill(s, drill_id))

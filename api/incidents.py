@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from alarms.incidents import Incident, IncidentConflict, IncidentError, IncidentNotFound
 from alarms.workflows import RestoreRefused
 from api.auth import OPERATE, READ, RESTORE, current_user, signed
-from api.params import optional_period
+from api.params import errors, optional_period
 from minewatch.auth import User
 from minewatch.readings import iso
 from minewatch.service import Service
@@ -110,6 +110,7 @@ async def incident(request: Request, incident_id: str) -> dict[str, Any]:
 
 
 @router.post("/incidents/{incident_id}/steps/{step}/ack", dependencies=OPERATE,
+             responses=errors(409),
              summary="确认步骤 / acknowledge a step")
 async def ack_step(request: Request, incident_id: str, step: str, body: StepAck) -> dict:
     """`evacuate:<area>` (area confirmed clear) or `report:<level>` (report received)."""
@@ -118,6 +119,7 @@ async def ack_step(request: Request, incident_id: str, step: str, body: StepAck)
 
 
 @router.post("/incidents/{incident_id}/tasks/{roadway}", dependencies=OPERATE,
+             responses=errors(409),
              summary="排放瓦斯任务 / rescue task")
 async def task(request: Request, incident_id: str, roadway: str, body: TaskBody) -> dict:
     s = _svc(request)
@@ -125,7 +127,7 @@ async def task(request: Request, incident_id: str, roadway: str, body: TaskBody)
                 body.user)
 
 
-@router.post("/incidents/{incident_id}/wider-cut", dependencies=OPERATE,
+@router.post("/incidents/{incident_id}/wider-cut", dependencies=OPERATE, responses=errors(409),
              summary="扩大断电范围 / wider power cut")
 async def wider_cut(request: Request, incident_id: str, body: UserBody) -> dict:
     """Offered after 断电失败: cut the upstream/downstream relays of the range."""
@@ -133,7 +135,7 @@ async def wider_cut(request: Request, incident_id: str, body: UserBody) -> dict:
     return _act(s, s.incidents.wider_cut, incident_id, body.user)
 
 
-@router.post("/incidents/{incident_id}/restore", dependencies=RESTORE,
+@router.post("/incidents/{incident_id}/restore", dependencies=RESTORE, responses=errors(409),
              summary="申请复电 / restore the range")
 async def restore(request: Request, incident_id: str, body: RestoreBody,
                   who: Annotated[User, Depends(current_user)]) -> dict:
@@ -150,7 +152,7 @@ async def restore(request: Request, incident_id: str, body: RestoreBody,
             "incident": s.incident_json(s.incidents.incidents[incident_id])}
 
 
-@router.post("/incidents/{incident_id}/close", dependencies=RESTORE,
+@router.post("/incidents/{incident_id}/close", dependencies=RESTORE, responses=errors(409),
              summary="关闭事件 / close an incident")
 async def close(request: Request, incident_id: str, body: UserBody) -> dict:
     s = _svc(request)

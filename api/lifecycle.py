@@ -21,7 +21,7 @@ from alarms.lifecycle import (
 )
 from alarms.lockouts import BLOCK_NAMES, LOCK_NAMES, bit_names, block_text, lock_text
 from api.auth import OPERATE, READ
-from api.params import DAY, period
+from api.params import DAY, errors, period
 from minewatch.readings import iso
 from minewatch.service import Service
 from minewatch.store import AlarmQuery
@@ -72,7 +72,7 @@ class OutOfServiceBody(BaseModel):
     hours: float | None = Field(None, gt=0, le=24 * 30)
 
 
-@router.post("/alarms/{alarm_id}/shelve", dependencies=OPERATE,
+@router.post("/alarms/{alarm_id}/shelve", dependencies=OPERATE, responses=errors(409),
              summary="搁置报警 / shelve an alarm")
 async def shelve(request: Request, alarm_id: str, body: ShelveBody) -> dict[str, Any]:
     """Safety-critical alarms (power cut, unverified cut, lockout) cannot be shelved (403)."""
@@ -81,14 +81,14 @@ async def shelve(request: Request, alarm_id: str, body: ShelveBody) -> dict[str,
                                            now + body.minutes * 60, now))
 
 
-@router.post("/alarms/{alarm_id}/unshelve", dependencies=OPERATE,
+@router.post("/alarms/{alarm_id}/unshelve", dependencies=OPERATE, responses=errors(409),
              summary="取消搁置 / unshelve an alarm")
 async def unshelve(request: Request, alarm_id: str, body: UserBody) -> dict[str, Any]:
     s = _svc(request)
     return _apply(s, lambda: s.book.unshelve(alarm_id, body.user, time.time()))
 
 
-@router.post("/alarms/{alarm_id}/comments", dependencies=OPERATE,
+@router.post("/alarms/{alarm_id}/comments", dependencies=OPERATE, responses=errors(409),
              summary="报警备注 / comment on an open alarm")
 async def comment(request: Request, alarm_id: str, body: CommentBody) -> dict[str, Any]:
     s = _svc(request)
@@ -115,7 +115,7 @@ async def declare_calibration(request: Request, point_id: str,
     return s.declare_calibration(point_id, body.user, body.reason, now, now + body.minutes * 60)
 
 
-@router.delete("/points/{point_id}/calibration", dependencies=OPERATE,
+@router.delete("/points/{point_id}/calibration", dependencies=OPERATE, responses=errors(409),
                summary="结束标校 / end a calibration")
 async def end_calibration(request: Request, point_id: str,
                           user: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:
@@ -127,7 +127,7 @@ async def end_calibration(request: Request, point_id: str,
     return s.end_calibration(point_id, user, time.time())
 
 
-@router.post("/points/{point_id}/out-of-service", dependencies=OPERATE,
+@router.post("/points/{point_id}/out-of-service", dependencies=OPERATE, responses=errors(409),
              summary="测点停用 / take a point out of service")
 async def out_of_service(request: Request, point_id: str,
                          body: OutOfServiceBody) -> dict[str, Any]:
@@ -148,6 +148,7 @@ async def out_of_service(request: Request, point_id: str,
 
 
 @router.delete("/points/{point_id}/out-of-service", dependencies=OPERATE,
+                responses=errors(409),
                summary="测点恢复 / back in service")
 async def in_service(request: Request, point_id: str,
                      user: Annotated[str, Query(min_length=1, max_length=64)]) -> dict:

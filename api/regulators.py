@@ -32,7 +32,7 @@ from alarms.statistics import (
     point_statistics,
 )
 from api.auth import RECORDS
-from api.params import DAY, T_MAX, T_MIN, optional_period, period
+from api.params import DAY, T_MAX, T_MIN, errors, optional_period, period
 from minewatch.readings import Quality, iso
 from minewatch.records import AlarmRecord, CommandRecord
 from minewatch.service import Service
@@ -60,7 +60,8 @@ AlarmStateQ = Literal["active", "open", "unack_active", "ack_active", "unack_rtn
 CommandResultQ = Literal["pending", "sent", "verified", "unverified", "failed", "refused"]
 
 TAG = "regulators 监管部门"
-router = APIRouter(prefix="/api/v1", tags=[TAG], dependencies=RECORDS)
+router = APIRouter(prefix="/api/v1", tags=[TAG], dependencies=RECORDS,
+                   responses=errors(404))  # an unknown mine, area, kind, point or relay
 
 # --- shared parameters -------------------------------------------------------------------
 FromQ = Annotated[str | None, Query(
