@@ -156,7 +156,11 @@ async def token(request: Request,
     if _failures.blocked(who, now):
         raise HTTPException(429, "登录失败次数过多，请稍后再试 / too many failed logins")
     auth: AuthContext = request.app.state.auth
-    user = await auth.store.user(form.username)
+    try:
+        user = await asyncio.wait_for(auth.store.user(form.username), STORE_WAIT_S * 5)
+    except Exception as exc:  # a database outage: logged-in users keep working on their token
+        raise HTTPException(503, "用户库暂不可用，请稍后登录（已登录用户不受影响） / "
+                                 "user store unavailable, try again later") from exc
     if user is None or user.disabled or not verify_password(form.password, user.password_hash):
         _failures.add(who, now)
         raise HTTPException(401, "用户名或密码错误 / wrong user name or password",
