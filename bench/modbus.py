@@ -1,0 +1,521 @@
+"""Modbus ingest throughput: minewatch polling N simulated substations x 64 channels.
+
+Issue 10, item 2 (the Modbus part): 200 substations x 64 channels polled every 1 s is
+12,800 readings/s; how much CPU does the service spend on that, how late are its polls, and
+how far can the poll period be shortened before the service no longer keeps up?
+
+Set-up (all on 127.0.0.1, in a temporary directory removed at the end):
+  - A generated mine file: substations S001..S<N>, each with 64 channels — 40 methane
+    (10 coal_face, 10 district_return, 10 heading_face, 10 main_return: alarm, cut and
+    alarm-only limits), 8 CO, 4 O2, 4 wind (conveyor limits), 4 temperature, 2 CO2 (points
+    NNNA01..NNNA62), one smoke (NNND01) and one feed (NNND02) point, one area and one relay
+    (NNNC01, coil 0, confirmed by the feed point) per substation. No roadways.
+  - The simulated substations run in ``--sim-procs`` separate processes (this script with
+    ``--simulator``), each serving its share of the substations with the project's
+    ``simulators.substation.SimulatedSubstation`` (one pymodbus TCP server per substation on
+    a free port). The bench subclass only (a) time-stamps every read that starts at register 0
+    (the start of a poll) and (b) refreshes the channel model once per poll (on that read)
+    instead of once per request, so the second span of a poll (registers 124-127) does not
+    recompute all 64 channels; values stay current to the poll.
+  - The service: ``minewatch run --no-simulate --config <the mine file with those ports>
+    --poll-ms P`` (minewatch.procs.start_service; embedded SQLite store unless
+    MINEWATCH_DATABASE_URL is set; no embedded broker: the mine has no MQTT substation), a
+    fresh data directory for each poll period.
+
+Measured per poll period P (1000 ms, then shorter: ``--periods``), after ``--warmup`` seconds,
+over a ``--window`` of seconds:
+  - polled readings/s: Δ(sum of the collectors' good polls, /api/v1/health) x 64 / Δt;
+    engine readings/s (Δ ``readings``) and stored readings/s (Δ ``stored``: written to the
+    store through the spool); ``stored_ratio`` = Δstored / Δreadings;
+  - poll timing, seen by the simulators (their own monotonic clock, shared by all processes):
+    for each substation the interval between consecutive polls; lateness = interval − P,
+    p50/p99/max in ms; ``on_time`` = share of intervals ≤ 1.5 P; ``poll_ratio`` = polls seen /
+    polls due (substations x window / P);
+  - CPU: utime + stime of the service process (all its threads; /proc/<pid>/stat) over the
+    window, as CPU seconds per second per 10k readings/s (``cpu_s_per_10k``), and the same
+    for the simulator processes together (reported apart); the service's RSS at the end.
+  "Keeps up" at P: poll_ratio ≥ 0.95, on_time ≥ 0.95 and stored_ratio ≥ 0.98. Periods run
+  from the longest to the shortest and stop after the first one that does not keep up; the
+  highest polled readings/s of a period that kept up is ``max_sustained_readings_per_s``.
+Baseline, in the same run, against the same simulators before the service starts: a bare
+pymodbus client loop in this process (one AsyncModbusTcpClient per substation, all
+concurrent, each reading its 128 registers in the same two spans as the collector, as fast
+as it can for ``--baseline-s``): readings/s that the wire, the simulators and one Python
+process allow. ``ratio_to_baseline`` = max_sustained_readings_per_s / baseline.
+
+Everything shares this machine's cores (service, simulators, this script), so the figures
+are only comparable between runs on the same machine under the same other load.
+
+Usage: python bench/modbus.py [--quick] [--substations 200] [--periods 1000,500,250,100]
+                              [--window 30] [--warmup 5] [--baseline-s 10] [--sim-procs 2]
+(--quick, the CI smoke check, < 60 s: 20 substations, period 1000 ms only, 10 s window,
+3 s baseline, one simulator process.)
+Prints a table, then one JSON object on its last line:
+  substations, channels, readings_target_per_s_1s (substations x channels),
+  readings_per_s_1s (polled at 1 s), stored_per_s_1s, cpu_s_per_10k_readings (service, 1 s),
+  sim_cpu_s_per_10k_readings (simulators, 1 s), poll_late_p50_ms, poll_late_p99_ms,
+  poll_late_max_ms, poll_on_time_1s, poll_ratio_1s, keeps_up_1s, rss_mb (service at 1 s),
+  max_sustained_readings_per_s (0 if not even 1 s kept up), max_sustained_period_ms (null
+  then), baseline_readings_per_s, ratio_to_baseline, store (embedded or postgres),
+  periods_ms (the periods run), rows (one object per period: period_ms, readings_per_s,
+  engine_per_s, stored_per_s, stored_ratio, poll_ratio, on_time, late_p50_ms, late_p99_ms,
+  late_max_ms, failures, cpu_s_per_10k, sim_cpu_s_per_10k, cpu_cores, rss_mb, keeps_up),
+  elapsed_s.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder is first on sys.path and bench/ingest.py would shadow the
+# project's ingest package (imported by the service modules).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import ctypes  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+CHANNELS = 64
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ON_TIME_FACTOR = 1.5  # a poll is on time if it follows the previous one within 1.5 periods
+KEEP_UP_POLLS = 0.95
+KEEP_UP_ON_TIME = 0.95
+KEEP_UP_STORED = 0.98
+
+# channel layout of every substation: (kind, methane/wind location or "", count)
+LAYOUT: list[tuple[str, str, int]] = [
+    ("ch4", "coal_face", 10), ("ch4", "district_return", 10), ("ch4", "heading_face", 10),
+    ("ch4", "main_return", 10), ("co", "", 8), ("o2", "", 4), ("wind", "conveyor", 4),
+    ("temp", "", 4), ("co2", "", 2), ("smoke", "", 1), ("feed", "", 1),
+]
+assert sum(n for _, _, n in LAYOUT) == CHANNELS
+
+
+# --- the mine file ------------------------------------------------------------------------------
+
+def sub_id(i: int) -> str:
+    return f"S{i:03d}"
+
+
+def mine_toml(n_subs: int, ports: dict[str, int] | None = None, poll_ms: int = 1000) -> str:
+    """The bench mine: ``n_subs`` substations x 64 channels (port 0 until the simulators
+    have chosen theirs)."""
+    out = ['[mine]\nid = "bench"\nname = "Modbus压测煤矿"\n']
+    for i in range(1, n_subs + 1):
+        out.append(f'[[areas]]\nid = "a{i:03d}"\nname = "区域{i:03d}"\n')
+    for i in range(1, n_subs + 1):
+        sid = sub_id(i)
+        port = (ports or {}).get(sid, 0)
+        out.append(f'[[substations]]\nid = "{sid}"\nname = "分站{i:03d}"\nhost = "127.0.0.1"\n'
+                   f'port = {port}\ndevice_id = 1\npoll_ms = {poll_ms}\n')
+        out.append(f'[[relays]]\nid = "{i:03d}C01"\nname = "断电器{i:03d}"\nsubstation = "{sid}"\n'
+                   f'coil = 0\narea = "a{i:03d}"\nfeed = "{i:03d}D02"\n')
+        channel, analog, switch = 0, 0, 0
+        for kind, location, count in LAYOUT:
+            for _ in range(count):
+                if kind in ("smoke", "feed"):
+                    switch += 1
+                    pid = f"{i:03d}D{switch:02d}"
+                else:
+                    analog += 1
+                    pid = f"{i:03d}A{analog:02d}"
+                loc = f'location = "{location}"\n' if location else ""
+                out.append(f'[[points]]\nid = "{pid}"\nname = "{kind}{channel}"\n'
+                           f'substation = "{sid}"\nchannel = {channel}\nkind = "{kind}"\n'
+                           f'{loc}area = "a{i:03d}"\n')
+                channel += 1
+    return "\n".join(out)
+
+
+# --- the simulator processes (this script with --simulator) --------------------------------------
+
+def simulator_main(config: Path, shard: int, shards: int) -> None:
+    """Serve every ``shards``-th substation of ``config`` from ``shard``; print the ports as
+    one JSON line, then answer ``stamps T0 T1`` on stdin with the poll times seen in that
+    monotonic window (JSON, one line); exit at EOF."""
+    import logging
+
+    from minewatch.mine import Mine, Thresholds
+    from simulators.substation import SimulatedSubstation
+
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+    class BenchSubstation(SimulatedSubstation):
+        def __init__(self, *a: Any) -> None:
+            super().__init__(*a)
+            self.stamps: deque[float] = deque(maxlen=50_000)
+            self._fresh: list[int] = []
+
+        async def _action(self, func_code, start_address, address, count, registers,
+                          set_values):
+            if func_code == 4:
+                if address == 0 or not self._fresh:  # a poll starts: sample the model once
+                    self.stamps.append(time.monotonic())
+                    self.reads += 1
+                    self._fresh = self.registers(time.time())
+                registers[: len(self._fresh)] = self._fresh
+                return None
+            return await super()._action(func_code, start_address, address, count,
+                                         registers, set_values)
+
+    async def run() -> None:
+        mine, limits = Mine.load(config), Thresholds.load()
+        subs = [BenchSubstation(mine, s, limits)
+                for k, s in enumerate(mine.substations) if k % shards == shard]
+        ports = {s.sub.id: await s.start("127.0.0.1") for s in subs}
+        sys.stdout.write(json.dumps(ports) + "\n")
+        sys.stdout.flush()
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        try:
+            while line := await reader.readline():
+                parts = line.decode().split()
+                if parts[:1] == ["stamps"]:
+                    t0, t1 = float(parts[1]), float(parts[2])
+                    out = {s.sub.id: [t for t in s.stamps if t0 <= t <= t1] for s in subs}
+                    sys.stdout.write(json.dumps(out) + "\n")
+                    sys.stdout.flush()
+        finally:
+            for s in subs:
+                await s.stop()
+
+    asyncio.run(run())
+
+
+def _die_with_parent() -> None:
+    """A child started here gets SIGTERM if this bench dies (even by SIGKILL)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Simulators:
+    """The simulator processes started here; ``stop`` ends them by PID."""
+
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, config: Path, shards: int, logs: Path, timeout: float = 60.0
+              ) -> dict[str, int]:
+        for k in range(shards):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--simulator", str(config), "--shard", str(k),
+                 "--shards", str(shards)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=(logs / f"sim{k}.log").open("w"), text=True, cwd=Path(__file__).parents[1],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent))
+        ports: dict[str, int] = {}
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            ports.update(json.loads(self._line(p, deadline)))
+        return ports
+
+    @staticmethod
+    def _line(p: subprocess.Popen, deadline: float) -> str:
+        import select
+
+        assert p.stdout is not None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([p.stdout], [], [], 0.5)
+            if ready:
+                line = p.stdout.readline()
+                if not line:
+                    break
+                return line
+            if p.poll() is not None:
+                break
+        raise RuntimeError(f"simulator {p.pid} did not answer (exit code {p.poll()})")
+
+    def stamps(self, t0: float, t1: float, timeout: float = 30.0) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write(f"stamps {t0!r} {t1!r}\n")
+            p.stdin.flush()
+        for p in self.procs:
+            out.update(json.loads(self._line(p, deadline)))
+        return out
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.stdin is not None:
+                with contextlib.suppress(OSError):
+                    p.stdin.close()
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            if p.stdout is not None:
+                p.stdout.close()
+        self.procs.clear()
+
+
+# --- process figures ------------------------------------------------------------------------------
+
+def cpu_s(pid: int) -> float:
+    """utime + stime (all threads) of a live process, in seconds."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- baseline: a bare client loop ---------------------------------------------------------------
+
+async def baseline(ports: dict[str, int], seconds: float) -> float:
+    """Readings/s of one process reading every substation's 128 registers (two spans, as the
+    collector does) in a tight loop per substation, all substations concurrently."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    from minewatch.registers import REGS_PER_CHANNEL, read_spans
+
+    spans = read_spans(CHANNELS)
+    clients = [AsyncModbusTcpClient("127.0.0.1", port=p, timeout=5, retries=0)
+               for p in ports.values()]
+    polls = [0]
+
+    async def loop(c: AsyncModbusTcpClient, until: float) -> None:
+        while time.monotonic() < until:
+            regs = 0
+            for address, count in spans:
+                rr = await c.read_input_registers(address, count=count, device_id=1)
+                if rr.isError():
+                    raise RuntimeError(f"baseline read failed: {rr}")
+                regs += len(rr.registers)
+            if regs == CHANNELS * REGS_PER_CHANNEL:
+                polls[0] += 1
+
+    try:
+        for c in clients:
+            if not await c.connect():
+                raise RuntimeError("baseline client cannot connect")
+        await asyncio.gather(*(loop(c, time.monotonic() + 0.5) for c in clients))  # warm up
+        polls[0] = 0
+        t0 = time.monotonic()
+        await asyncio.gather(*(loop(c, t0 + seconds) for c in clients))
+        took = time.monotonic() - t0
+    finally:
+        for c in clients:
+            c.close()
+    return polls[0] * CHANNELS / took
+
+
+# --- one poll period against the service ----------------------------------------------------------
+
+def health(svc: Any) -> dict[str, Any]:
+    r = svc.get("/api/v1/health")
+    r.raise_for_status()
+    return r.json()
+
+
+def run_period(period_ms: int, config: Path, sims: Simulators, n_subs: int, args: Any,
+               tmp: Path) -> dict[str, Any]:
+    from minewatch.procs import start_service
+
+    workdir = tmp / f"svc-{period_ms}"
+    workdir.mkdir()
+    env = {"MINEWATCH_EMBEDDED_BROKER": "false", "MINEWATCH_LOG_LEVEL": "WARNING"}
+    svc = start_service(workdir, "--config", str(config), "--no-simulate", "--poll-ms",
+                        str(period_ms), "--log-level", "WARNING", timeout=120, env=env)
+    try:
+        pid = svc.proc.pid
+        time.sleep(args.warmup)
+        period = period_ms / 1000
+        h0, c0, s0 = health(svc), cpu_s(pid), sum(cpu_s(p) for p in sims.pids)
+        t0 = time.monotonic()
+        time.sleep(args.window)
+        h1, c1, s1 = health(svc), cpu_s(pid), sum(cpu_s(p) for p in sims.pids)
+        t1 = time.monotonic()
+        rss = rss_mb(pid)
+        stamps = sims.stamps(t0, t1)
+        store = h1["store"]
+    finally:
+        svc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    dt = t1 - t0
+    polls = sum(s["polls"] for s in h1["substations"]) - \
+        sum(s["polls"] for s in h0["substations"])
+    failures = sum(s["failures"] for s in h1["substations"]) - \
+        sum(s["failures"] for s in h0["substations"])
+    polled = polls * CHANNELS / dt
+    engine = (h1["readings"] - h0["readings"]) / dt
+    stored = (h1["stored"] - h0["stored"]) / dt
+    intervals = np.concatenate([np.diff(np.asarray(v)) for v in stamps.values()
+                                if len(v) > 1] or [np.zeros(0)])
+    late_ms = (intervals - period) * 1000
+    seen = sum(len(v) for v in stamps.values())
+    due = n_subs * dt / period
+    poll_ratio = seen / due
+    on_time = float(np.mean(intervals <= ON_TIME_FACTOR * period)) if intervals.size else 0.0
+    stored_ratio = stored / engine if engine > 0 else 0.0
+    per_10k = polled / 10_000
+    row = {
+        "period_ms": period_ms, "readings_per_s": polled, "engine_per_s": engine,
+        "stored_per_s": stored, "stored_ratio": stored_ratio, "poll_ratio": poll_ratio,
+        "on_time": on_time,
+        "late_p50_ms": float(np.percentile(late_ms, 50)) if late_ms.size else None,
+        "late_p99_ms": float(np.percentile(late_ms, 99)) if late_ms.size else None,
+        "late_max_ms": float(late_ms.max()) if late_ms.size else None,
+        "failures": failures,
+        "cpu_cores": (c1 - c0) / dt,
+        "cpu_s_per_10k": (c1 - c0) / dt / per_10k if per_10k else None,
+        "sim_cpu_s_per_10k": (s1 - s0) / dt / per_10k if per_10k else None,
+        "rss_mb": rss, "store": store,
+    }
+    row["keeps_up"] = bool(poll_ratio >= KEEP_UP_POLLS and on_time >= KEEP_UP_ON_TIME
+                           and stored_ratio >= KEEP_UP_STORED)
+    return row
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def _rounded(x: Any, digits: int = 2) -> Any:
+    return round(x, digits) if isinstance(x, float) else x
+
+
+def bench(args: Any) -> dict[str, Any]:
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="minewatch-bench-modbus-"))
+    sims = Simulators()
+    rows: list[dict[str, Any]] = []
+    try:
+        raw = tmp / "mine-sim.toml"
+        raw.write_text(mine_toml(args.substations), encoding="utf-8")
+        ports = sims.start(raw, args.sim_procs, tmp)
+        if len(ports) != args.substations:
+            raise RuntimeError(f"simulators serve {len(ports)} of {args.substations} substations")
+        config = tmp / "mine.toml"
+        config.write_text(mine_toml(args.substations, ports), encoding="utf-8")
+        base = asyncio.run(baseline(ports, args.baseline_s))
+        for period_ms in args.periods:
+            row = run_period(period_ms, config, sims, args.substations, args, tmp)
+            rows.append(row)
+            print(f"# {period_ms} ms: {row['readings_per_s']:,.0f} readings/s, keeps up: "
+                  f"{row['keeps_up']}", file=sys.stderr, flush=True)
+            if not row["keeps_up"]:
+                break
+    finally:
+        sims.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"baseline": base, "rows": rows, "elapsed_s": time.monotonic() - started}
+
+
+def report(args: Any, res: dict[str, Any]) -> dict[str, Any]:
+    rows, base = res["rows"], res["baseline"]
+    print(f"{args.substations} substations x {CHANNELS} channels "
+          f"({args.substations * CHANNELS:,} points), window {args.window:g} s, "
+          f"store {rows[0]['store'] if rows else '?'}")
+    print(f"{'period ms':>9}{'polled/s':>10}{'stored/s':>10}{'polls':>7}{'on time':>8}"
+          f"{'late p50':>9}{'late p99':>9}{'late max':>9}{'cores':>7}{'cpu/10k':>8}"
+          f"{'sim/10k':>8}{'RSS MB':>8}  keeps up")
+
+    def f(x: Any, spec: str) -> str:
+        return format(x, spec) if x is not None else "—"
+
+    for r in rows:
+        print(f"{r['period_ms']:>9}{r['readings_per_s']:>10,.0f}{r['stored_per_s']:>10,.0f}"
+              f"{r['poll_ratio']:>7.0%}{r['on_time']:>8.0%}{f(r['late_p50_ms'], '>9.1f')}"
+              f"{f(r['late_p99_ms'], '>9.1f')}{f(r['late_max_ms'], '>9.1f')}"
+              f"{r['cpu_cores']:>7.2f}{f(r['cpu_s_per_10k'], '>8.3f')}"
+              f"{f(r['sim_cpu_s_per_10k'], '>8.3f')}{r['rss_mb']:>8.0f}  "
+              f"{'yes' if r['keeps_up'] else 'no'}")
+    kept = [r for r in rows if r["keeps_up"]]
+    best = max(kept, key=lambda r: r["readings_per_s"]) if kept else None
+    sustained = best["readings_per_s"] if best else 0.0
+    print(f"baseline: bare pymodbus client loop, same simulators: {base:,.0f} readings/s; "
+          f"highest sustained by the service: {sustained:,.0f} readings/s "
+          f"({sustained / base:.1%} of baseline)" if base else "baseline: no reads")
+    print("cpu/10k: CPU seconds per second per 10k readings/s polled (service process; "
+          "sim/10k: the simulator processes); late = poll interval - period")
+    one = next((r for r in rows if r["period_ms"] == 1000), None)
+    out: dict[str, Any] = {
+        "substations": args.substations, "channels": CHANNELS,
+        "readings_target_per_s_1s": args.substations * CHANNELS,
+        "readings_per_s_1s": one and one["readings_per_s"],
+        "stored_per_s_1s": one and one["stored_per_s"],
+        "cpu_s_per_10k_readings": one and one["cpu_s_per_10k"],
+        "sim_cpu_s_per_10k_readings": one and one["sim_cpu_s_per_10k"],
+        "poll_late_p50_ms": one and one["late_p50_ms"],
+        "poll_late_p99_ms": one and one["late_p99_ms"],
+        "poll_late_max_ms": one and one["late_max_ms"],
+        "poll_on_time_1s": one and one["on_time"],
+        "poll_ratio_1s": one and one["poll_ratio"],
+        "keeps_up_1s": one and one["keeps_up"],
+        "rss_mb": one and one["rss_mb"],
+        "max_sustained_readings_per_s": sustained,
+        "max_sustained_period_ms": best["period_ms"] if best else None,
+        "baseline_readings_per_s": base,
+        "ratio_to_baseline": sustained / base if base else None,
+        "store": rows[0]["store"] if rows else None,
+        "periods_ms": [r["period_ms"] for r in rows],
+        "rows": [{k: _rounded(v, 4 if k in ("stored_ratio", "poll_ratio", "on_time",
+                                             "cpu_s_per_10k", "sim_cpu_s_per_10k") else 2)
+                  for k, v in r.items() if k != "store"} for r in rows],
+        "elapsed_s": res["elapsed_s"],
+    }
+    return {k: _rounded(v, 4 if k in ("cpu_s_per_10k_readings", "sim_cpu_s_per_10k_readings",
+                                      "ratio_to_baseline", "poll_on_time_1s", "poll_ratio_1s")
+                        else 2) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CI smoke check (< 60 s)")
+    ap.add_argument("--substations", type=int, default=200)
+    ap.add_argument("--periods", default="1000,500,250,100",
+                    help="poll periods in ms, comma-separated (run longest first)")
+    ap.add_argument("--window", type=float, default=30.0, help="measured seconds per period")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
+    ap.add_argument("--baseline-s", type=float, default=10.0)
+    ap.add_argument("--sim-procs", type=int, default=2, help="simulator processes")
+    ap.add_argument("--simulator", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--shards", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.simulator is not None:
+        simulator_main(args.simulator, args.shard, args.shards)
+        return
+    if args.quick:
+        args.substations, args.periods, args.window, args.warmup = 20, "1000", 10.0, 3.0
+        args.baseline_s, args.sim_procs = 3.0, 1
+    args.periods = sorted({int(p) for p in str(args.periods).split(",")}, reverse=True)
+    if not 1 <= args.substations <= 999 or min(args.periods) < 50 or args.sim_procs < 1:
+        ap.error("1-999 substations, periods >= 50 ms, at least one simulator process")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: finally blocks run
+    res = bench(args)
+    out = report(args, res)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
