@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 
 BENCHES = {
     "latency.py": ["cut_p50_ms", "cut_p99_ms", "ws_p50_ms", "ws_p99_ms", "processing_p99_ms",
-                   "poll_period_ms"],
+                   "poll_period_ms", "feed_p99_ms", "ws50_last_p99_ms_0", "cut_p99_ms_10k",
+                   "ws50_last_p99_ms_10k", "achieved_load_10k"],
     "engine.py": ["ms_per_batch_1k", "ms_per_batch_10k", "ms_per_batch_100k",
                   "speedup_vs_reference"],
     "ingest.py": ["readings_per_s_1w", "readings_per_s_2w", "readings_per_s_4w",
