@@ -11,8 +11,10 @@ QoS 1 allows, and the bench measures, with bench/ingest.py's pieces:
     until each alarm event reaches a city subscriber on mw/probe/events: p50/p99;
   - take_s: time from starting the workers until they own all mines (start-up/hand-out cost).
 The load is a fixed number of readings per configuration (``--readings``), split evenly over
-the mines, so every row does the same work: what changes is how it is spread (1 mine x 2,000
-messages or 100 mines x 20 messages of P readings). A flat curve means adding mines costs
+the mines, so every row does the same work: what changes is how it is spread (1 mine x 1,000
+messages or 100 mines x 10 messages of P readings). A configuration that cannot store it all
+within ``--drain-s`` (300 s) reports the rate so far with ``complete`` false (marked * in the
+table), so the run stays bounded. A flat curve means adding mines costs
 nothing beyond their readings; a falling one is per-mine overhead (sessions, services,
 per-mine pools and upkeep, smaller batches per store write).
 Baseline, per mine count in the same run: the publisher alone into the broker, no engine
@@ -28,10 +30,12 @@ the probes ran within the load (in --quick runs the load is short).
 
 Usage: python bench/scaling.py [--quick] [--mines 1,10,50,100] [--workers 1,2,4]
        [--points P] [--readings N] [--probes K]
-(--quick: 1 and 10 mines, 1 and 2 workers, 50 points, 20,000 readings, 3 probes.)
+(--quick: 1 and 10 mines, 1 and 2 workers, 50 points, 10,000 readings, 3 probes.)
 Prints a table, then one JSON object on its last line: ``rows`` (one object per
-configuration: mines, workers, points, readings, messages_per_mine, readings_per_s, load_s,
-take_s, probes, probe_s, alarm_p50_ms, alarm_p99_ms), ``mines``, ``workers``, ``points``,
+configuration: mines, workers, points, readings, stored, complete, messages_per_mine,
+readings_per_s (stored / load_s), load_s,
+take_s, probes, probe_s, alarm_p50_ms, alarm_p99_ms, pg_connections_max: the most
+connections the workers held at once), ``mines``, ``workers``, ``points``,
 ``readings``, and per configuration ``readings_per_s_{M}_mines_{W}w``,
 ``alarm_p50_ms_{M}_mines_{W}w``, ``alarm_p99_ms_{M}_mines_{W}w``, ``take_s_{M}_mines_{W}w``,
 ``ratio_vs_1_mine_{M}_mines_{W}w`` (when 1 mine is in the run), and per mine count
@@ -54,6 +58,7 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -65,7 +70,7 @@ import psycopg  # noqa: E402
 
 from minewatch.broker import ENGINE_USER, BrokerProcess, write_config  # noqa: E402
 from minewatch.mine import Mine  # noqa: E402
-from minewatch.pgcluster import start_cluster  # noqa: E402
+from minewatch.pgcluster import PgCluster, start_cluster  # noqa: E402
 from minewatch.procs import free_port  # noqa: E402
 
 
@@ -83,7 +88,23 @@ def _bench_ingest() -> ModuleType:
 bi = _bench_ingest()
 
 MAX_CONNECTIONS = 1000
-DRAIN_S = 900  # longest wait for the store to hold every reading of one configuration
+
+
+def _restart_wide(cluster: PgCluster) -> None:
+    """Restart the cluster with MAX_CONNECTIONS: minewatch.pgcluster passes
+    max_connections=200 on the command line, which no configuration file can override."""
+    cluster.stop()
+    opts = (f"-p {cluster.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={cluster.directory} "
+            f"-c max_connections={MAX_CONNECTIONS} -c max_wal_size=4GB "
+            "-c checkpoint_timeout=15min")
+    cmd = [str(cluster.bindir / "pg_ctl"), "-D", str(cluster.directory / "data"), "-o", opts,
+           "-l", str(cluster.directory / "server.log"), "-w", "-t", "60", "start"]
+    if os.geteuid() == 0:  # the cluster belongs to postgres (see minewatch.pgcluster)
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    if out.returncode != 0:
+        raise RuntimeError(f"pg_ctl start failed: {out.stdout}{out.stderr}")
 
 
 @contextlib.contextmanager
@@ -97,9 +118,7 @@ def postgres() -> Iterator[str]:
     cluster = None
     try:
         cluster = start_cluster(directory, free_port(), durable=True)
-        with psycopg.connect(cluster.url, autocommit=True) as conn:
-            conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
-        cluster.restart()
+        _restart_wide(cluster)
         yield cluster.url
     finally:
         if cluster is not None:
@@ -109,6 +128,17 @@ def postgres() -> Iterator[str]:
 
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
+
+
+async def count_connections(admin: str, db: str, out: list[int], stop: asyncio.Event) -> None:
+    """Sample the database's connections (all workers' pools) every 0.5 s until ``stop``."""
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        while not stop.is_set():
+            cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                     (db,))
+            out.append((await cur.fetchone())[0])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
 
 
 async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
@@ -133,6 +163,9 @@ async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
     cfg = write_config(run_dir / "mqtt", [Mine.load(p) for p in paths], free_port())
     broker = BrokerProcess(cfg)
     procs: list[Any] = []
+    conns: list[int] = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(count_connections(admin, db, conns, stop))
     try:
         broker.start()
         t_start = time.perf_counter()
@@ -156,25 +189,31 @@ async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
         done: dict[str, float] = {}
         probes = asyncio.create_task(bi.probe_latency(cfg, args.probes))
         probes.add_done_callback(lambda _: done.__setitem__("probe", time.perf_counter()))
-        deadline = time.monotonic() + DRAIN_S
-        while (n := await bi.stored(pg, load)) < total:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {n} of {total} readings stored")
+        deadline = time.monotonic() + args.drain_s
+        while (n := await bi.stored(pg, load)) < total and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         load_s = time.perf_counter() - t0
-        await pub
+        if n < total:  # too slow to store it all in time: the rate so far, marked incomplete
+            pub.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pub
         latency = await probes
     finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sampler, 5)
         bi.stop_workers(procs)
         broker.stop()
         async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
             await conn.execute(f"DROP DATABASE IF EXISTS {db}")
         shutil.rmtree(run_dir, ignore_errors=True)
     return {"mines": mines, "workers": workers, "points": args.points, "readings": total,
-            "messages_per_mine": messages, "readings_per_s": round(total / load_s),
+            "stored": n, "complete": n >= total,
+            "messages_per_mine": messages, "readings_per_s": round(n / load_s),
             "load_s": round(load_s, 2), "take_s": round(take_s, 2), "probes": len(latency),
             "probe_s": round(done.get("probe", time.perf_counter()) - t_probe, 2),
-            "alarm_p50_ms": pct(latency, 50), "alarm_p99_ms": pct(latency, 99)}
+            "alarm_p50_ms": pct(latency, 50), "alarm_p99_ms": pct(latency, 99),
+            "pg_connections_max": max(conns, default=0)}
 
 
 async def publish_baseline(mines: int, args: argparse.Namespace, tmp: Path) -> float:
@@ -201,12 +240,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
 def report(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]:
     rows = res["rows"]
     one = {r["workers"]: r["readings_per_s"] for r in rows if r["mines"] == 1}
     print(f"{'mines':>6}{'workers':>8}{'msgs/mine':>10}{'readings/s':>12}{'vs 1 mine':>10}"
           f"{'load s':>8}{'take s':>8}{'alarm p50':>10}{'p99 ms':>8}{'probes':>7}"
-          f"{'publish-only/s':>16}")
+          f"{'pg conns':>9}{'publish-only/s':>16}")
     out: dict[str, Any] = {"rows": rows, "mines": args.mines, "workers": args.workers,
                            "points": args.points, "readings": args.readings}
     for r in rows:
@@ -220,18 +263,18 @@ def report(args: argparse.Namespace, res: dict[str, Any]) -> dict[str, Any]:
         if ratio is not None:
             out[f"ratio_vs_1_mine_{key}"] = round(ratio, 3)
         base = res["baseline"][r["mines"]]
-
-        def ms(x: float | None) -> str:
-            return "-" if x is None else f"{x:.1f}"
         print(f"{r['mines']:>6}{r['workers']:>8}{r['messages_per_mine']:>10}"
-              f"{r['readings_per_s']:>12,}{'-' if ratio is None else f'{ratio:.2f}':>10}"
-              f"{r['load_s']:>8.1f}{r['take_s']:>8.1f}{ms(r['alarm_p50_ms']):>10}"
-              f"{ms(r['alarm_p99_ms']):>8}{r['probes']:>7}{base:>16,.0f}")
+              f"{r['readings_per_s']:>11,}{' ' if r['complete'] else '*'}"
+              f"{_fmt(ratio, '.2f'):>10}{r['load_s']:>8.1f}{r['take_s']:>8.1f}"
+              f"{_fmt(r['alarm_p50_ms'], '.1f'):>10}{_fmt(r['alarm_p99_ms'], '.1f'):>8}"
+              f"{r['probes']:>7}{r['pg_connections_max']:>9}{base:>16,.0f}")
     for mines, base in res["baseline"].items():
         out[f"publish_baseline_readings_per_s_{mines}_mines"] = round(base)
     print(f"{args.points} points per mine, {args.readings:,} readings per configuration "
           "split over the mines; readings/s = stored in PostgreSQL; alarm = probe mine's "
-          "over-limit → city subscriber, under that load; publish-only = baseline, no engine")
+          "over-limit → city subscriber, under that load; publish-only = baseline, no engine"
+          + ("" if all(r["complete"] for r in rows) else
+             f"; * = not all stored within {args.drain_s:g} s, rate so far"))
     return out
 
 
@@ -249,12 +292,15 @@ def main() -> None:
     ap.add_argument("--mines", type=int_list, default=[1, 10, 50, 100])
     ap.add_argument("--workers", type=int_list, default=[1, 2, 4])
     ap.add_argument("--points", type=int, default=100, help="points per mine (<= 2,000)")
-    ap.add_argument("--readings", type=int, default=200_000, help="per configuration")
+    ap.add_argument("--readings", type=int, default=100_000, help="per configuration")
     ap.add_argument("--probes", type=int, default=10, help="probe alarms per configuration")
+    ap.add_argument("--drain-s", type=float, default=300.0,
+                    help="longest wait for the store to hold a configuration's readings; "
+                         "a slower row reports the rate so far and complete=false")
     args = ap.parse_args()
     if args.quick:
-        args.mines, args.workers, args.points, args.readings, args.probes = \
-            [1, 10], [1, 2], 50, 20_000, 3
+        args.mines, args.workers, args.points, args.readings, args.probes, args.drain_s = \
+            [1, 10], [1, 2], 50, 10_000, 3, 60.0
     if not (1 <= args.points <= 2000 and args.readings >= 1 and 1 <= args.probes <= 2000):
         ap.error("need 1 <= points <= 2000, readings >= 1, 1 <= probes <= 2000")
     res = asyncio.run(main_async(args))
