@@ -1,10 +1,11 @@
 """Soak: hours-long steady MQTT ingest with alarm probes; memory growth, latency drift and
 counts in = counts stored.
 
-One engine worker (PostgreSQL store, a private mosquitto) takes mines publishing at a fixed
-rate for ``--minutes``; every ``--probe-every`` seconds an over-limit reading goes into a probe
-mine and the time until its alarm reaches a city subscriber is measured. The worker's RSS is
-sampled every 10 s. At the end the store must hold exactly the readings published.
+``--workers`` engine workers (default 2; PostgreSQL store, a private mosquitto) take mines
+publishing at a fixed rate for ``--minutes``; every ``--probe-every`` seconds an over-limit
+reading goes into a probe mine and the time until its alarm reaches a city subscriber is
+measured. The workers' RSS (summed) is sampled every 10 s. At the end the store must hold
+exactly the readings published.
 
 Usage: python bench/soak.py [--quick] [--minutes 30] [--rate 20000]
 (--quick: 30 s at 2 000 readings/s, for the CI smoke check; the documented run is 30 minutes.)
@@ -35,6 +36,10 @@ from minewatch.broker import NODELAY, BrokerProcess, gateway_user, write_config 
 from minewatch.mine import Mine  # noqa: E402
 from minewatch.pgcluster import database_url  # noqa: E402
 from minewatch.procs import free_port  # noqa: E402
+
+
+def total_rss(workers: list) -> float:
+    return sum(rss_mb(w.pid) for w in workers)
 
 
 def rss_mb(pid: int) -> float:
@@ -90,9 +95,9 @@ async def run(args) -> dict:
         cfg = write_config(tmp / "mqtt", [Mine.load(p) for p in paths], free_port())
         broker = BrokerProcess(cfg)
         broker.start()
-        [worker] = bi.start_workers(1, paths, pg, f"mqtt://{bi.ENGINE_USER}:"
-                                    f"{cfg.password(bi.ENGINE_USER)}@127.0.0.1:{cfg.port}",
-                                    tmp / "data", tmp)
+        workers = bi.start_workers(args.workers, paths, pg, f"mqtt://{bi.ENGINE_USER}:"
+                                   f"{cfg.password(bi.ENGINE_USER)}@127.0.0.1:{cfg.port}",
+                                   tmp / "data", tmp)
         try:
             deadline = time.monotonic() + 60
             while await bi.owned(pg) != {*mines, bi.PROBE}:
@@ -102,13 +107,13 @@ async def run(args) -> dict:
             until = time.monotonic() + args.minutes * 60
             counter = [0]
             probes: list[tuple[float, float]] = []
-            rss: list[tuple[float, float]] = [(0.0, rss_mb(worker.pid))]
+            rss: list[tuple[float, float]] = [(0.0, total_rss(workers))]
             start = time.monotonic()
 
             async def sample() -> None:
                 while time.monotonic() < until:
                     await asyncio.sleep(10 if not args.quick else 2)
-                    rss.append((time.monotonic() - start, rss_mb(worker.pid)))
+                    rss.append((time.monotonic() - start, total_rss(workers)))
             await asyncio.gather(
                 *(publisher(cfg, m, ids, args.rate / len(mines), until, counter)
                   for m in mines), prober(cfg, until, args.probe_every, probes), sample())
@@ -118,12 +123,13 @@ async def run(args) -> dict:
                 await asyncio.sleep(1)
             stored = await bi.stored(pg, mines)
         finally:
-            bi.stop_workers([worker])
+            bi.stop_workers(workers)
             broker.stop()
     lat = [x for _, x in probes]
     third = max(1, len(lat) // 3)
     first, last = lat[:third] or [float("nan")], lat[-third:] or [float("nan")]
-    return {"minutes": args.minutes, "rate": args.rate, "published": published,
+    return {"minutes": args.minutes, "rate": args.rate, "workers": args.workers,
+            "published": published,
             "stored": stored, "lost": published - stored,
             "achieved_rate": round(published / (args.minutes * 60)),
             "rss_start_mb": round(rss[0][1], 1), "rss_end_mb": round(rss[-1][1], 1),
@@ -140,11 +146,13 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--rate", type=float, default=20_000.0, help="readings/s offered")
     ap.add_argument("--mines", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2, help="engine worker processes")
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--probe-every", type=float, default=5.0)
     args = ap.parse_args()
     if args.quick:
         args.minutes, args.rate, args.mines, args.points, args.probe_every = 0.5, 2000, 2, 50, 2
+        args.workers = 1
     res = run_sync(args)
     for k, v in res.items():
         print(f"{k:>16}: {v}")

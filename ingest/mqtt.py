@@ -4,6 +4,10 @@
   clean_session off), so the broker queues readings published while the service is down or
   reconnecting; each message is validated (ingest/mqtt_payload.py) and its good readings go
   to the engine as one batch; rejected messages or readings go to the dead-letter handler.
+  A data message is acknowledged (PUBACK, manual) only once the engine has taken it — its
+  readings are in the durable spool — so a crash with a backlog loses nothing (the broker
+  redelivers; stored readings are idempotent), and the backlog waits at the broker, bounded
+  by its in-flight window, instead of growing in this process's memory.
 - Commands: a relay write publishes ``{"id", "coils", "cut"}`` on ``mw/{mine}/{sub}/cmd`` and
   waits for the gateway's ack on ``…/ack``; no ack in time is a failed write (fail safe: the
   workflow records it and alarms).
@@ -36,6 +40,11 @@ log = logging.getLogger("minewatch.ingest.mqtt")
 
 BatchHandler = Callable[[Batch], Awaitable[None]]
 RejectHandler = Callable[[str, Reject, bytes], None]
+
+
+def _puback(client: aiomqtt.Client, msg: aiomqtt.Message) -> None:
+    if msg.qos > 0:
+        client._client.ack(msg.mid, msg.qos)
 
 
 class CommandFailed(RuntimeError):
@@ -113,7 +122,8 @@ class MqttLink:
         self._acks: dict[str, asyncio.Future] = {}
         self._events = EventSpool(spool_dir)
         self._wake = asyncio.Event()
-        self._inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        # (the connection it came on, the message): acknowledged on that connection only.
+        self._inbox: asyncio.Queue[tuple[aiomqtt.Client, aiomqtt.Message]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -125,11 +135,13 @@ class MqttLink:
         """Data messages in arrival order, off the receive loop: a cut waiting for its ack
         must not block the loop that delivers the ack."""
         while True:
-            msg = await self._inbox.get()
+            client, msg = await self._inbox.get()
             try:
                 await self._handle(msg)
             except Exception:  # one bad message never stops ingest
                 log.exception("MQTT message handling failed")
+            if client is self.client:  # else the broker redelivers it on the new session
+                _puback(client, msg)
 
     async def _handle(self, msg: aiomqtt.Message) -> None:
         topic = str(msg.topic)
@@ -204,12 +216,14 @@ class MqttLink:
         backoff = 0.2
         while True:
             try:
-                async with aiomqtt.Client(
-                        self.host, self.port, username=self.username, password=self.password,
-                        identifier=self.client_id, clean_session=False, keepalive=10,
-                        socket_options=NODELAY,
-                        max_inflight_messages=200, max_queued_incoming_messages=100_000,
-                        max_concurrent_outgoing_calls=1000) as client:
+                client = aiomqtt.Client(
+                    self.host, self.port, username=self.username, password=self.password,
+                    identifier=self.client_id, clean_session=False, keepalive=10,
+                    socket_options=NODELAY, max_inflight_messages=200,
+                    max_concurrent_outgoing_calls=1000)
+                # aiomqtt does not expose paho's manual acknowledgement; its paho client does.
+                client._client.manual_ack_set(True)
+                async with client:
                     await client.subscribe(f"mw/{self.mine_id}/+/data", qos=1)
                     await client.subscribe(f"mw/{self.mine_id}/+/ack", qos=1)
                     self.client = client
@@ -223,8 +237,9 @@ class MqttLink:
                                 payload = msg.payload
                                 self._ack(payload if isinstance(payload, bytes)
                                           else str(payload).encode())
+                                _puback(client, msg)
                             else:
-                                self._inbox.put_nowait(msg)
+                                self._inbox.put_nowait((client, msg))
                     finally:
                         sender.cancel()
             except aiomqtt.MqttError as exc:
