@@ -76,7 +76,9 @@ class RestoreBody(BaseModel):
 class ScenarioBody(BaseModel):
     scenario: str
     point: str
-    value: float | None = Field(None, allow_inf_nan=False)
+    # Bounded: the simulated substation encodes value × scale into a register; 1e308 × 100
+    # overflowed to inf there and the whole substation stopped answering its polls.
+    value: float | None = Field(None, allow_inf_nan=False, ge=-1e6, le=1e6)
     ramp_s: float = Field(0.0, ge=0, le=3600)
 
 

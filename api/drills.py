@@ -15,7 +15,7 @@ from api.auth import DRILL
 from api.params import errors
 from minewatch.drills import Drill, DrillError
 from minewatch.service import Service
-from simulators.drill import Plan
+from simulators.drill import Plan, sites
 
 router = APIRouter(prefix="/api/v1", tags=["drills"])
 
@@ -58,6 +58,11 @@ async def drills(request: Request) -> list[dict[str, Any]]:
 async def arm(request: Request, body: ArmBody) -> dict[str, Any]:
     """The plan must hash to the commitment published beforehand; it starts at its time."""
     s = _svc(request)
+    sc = s.drills.library.get(body.plan.scenario)
+    if sc is not None and body.plan.point in s.slot_of and \
+            body.plan.point not in (fits := sites(s.mine, sc)):
+        raise HTTPException(409, f"场景 {sc.id} 不能布置在测点 {body.plan.point} / the scenario "
+                                 f"cannot be staged at this point; sites: {', '.join(fits[:20])}")
     try:
         return s.drills.arm(body.plan, body.commitment, body.user).public()
     except DrillError as exc:

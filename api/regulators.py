@@ -246,7 +246,7 @@ async def history(
     width = RESOLUTION_S[resolution]
     if width:
         lo = math.floor(lo / width) * width
-        hi = math.ceil(hi / width) * width
+        hi = min(math.ceil(hi / width) * width, T_MAX)  # the last bucket of year 9999 ends there
     after = decode_cursor(cursor, resolution) if cursor else None
     rows = await s.store.history(HistoryQuery(tuple(sorted(ids)), lo, hi, resolution,
                                               limit + 1, after, include_drill))
