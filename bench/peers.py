@@ -500,15 +500,17 @@ def run_prometheus(v: PromVariant, trials: int, rounds: int, idle_s: float, hook
 @dataclass
 class Consumers:
     """The wall screen's WebSocket and the city's MQTT events feed, recording raised
-    power_cut_limit alarms per point with their arrival time."""
+    power_cut_limit alarms per point with their arrival time (and, from the WebSocket, when
+    they return: methane below the restore limit, so the bench need not poll the REST API)."""
 
     ws: dict[str, list[float]] = field(default_factory=dict)
     events: dict[str, list[float]] = field(default_factory=dict)
+    returned: dict[str, list[float]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
-    def _match(msg: dict) -> str | None:
-        if msg.get("type") == "alarm" and msg.get("transition") == "raised" and \
+    def _match(msg: dict, transition: str = "raised") -> str | None:
+        if msg.get("type") == "alarm" and msg.get("transition") == transition and \
                 msg["alarm"]["kind"] == "power_cut_limit":
             return msg["alarm"]["point_id"]
         return None
@@ -521,8 +523,12 @@ class Consumers:
             ready.set()
             async for raw in ws:
                 at = time.time()
-                if (p := self._match(json.loads(raw))) is not None:
+                msg = json.loads(raw)
+                if (p := self._match(msg)) is not None:
                     self.ws.setdefault(p, []).append(at)
+                    self.changed.set()
+                elif (p := self._match(msg, "returned")) is not None:
+                    self.returned.setdefault(p, []).append(at)
                     self.changed.set()
 
     async def run_events(self, port: int, password: str, ready: asyncio.Event) -> None:
@@ -558,11 +564,14 @@ async def first_after(cons: Consumers, store: dict[str, list[float]], point: str
             await asyncio.wait_for(cons.changed.wait(), left)
 
 
-async def reset_point(svc: ServiceProcess, point: str, relays: list[str]) -> None:
-    """Gas back to normal, wait for the engine to see it, restore the range by hand."""
+async def reset_point(svc: ServiceProcess, cons: Consumers, point: str,
+                      relays: list[str]) -> None:
+    """Gas back to normal, wait for the engine to see it (the power-cut alarm returns on the
+    WebSocket), restore the range by hand (retried while an interlock still refuses)."""
+    t = time.time()
     await asyncio.to_thread(svc.inject, "clear", point)
-    await asyncio.to_thread(svc.wait_for, lambda: svc.get(
-        f"/api/v1/points/{point}").json()["state"] == "normal", 10, 0.05)
+    if await first_after(cons, cons.returned, point, t, 10) is None:
+        raise TimeoutError(f"the power_cut_limit alarm of {point} did not return")
     for r in relays:
         deadline = time.monotonic() + 10
         while True:
@@ -596,7 +605,7 @@ async def minewatch_trials(svc: ServiceProcess, cons: Consumers, point: str, tri
         t_ev = await first_after(cons, cons.events, point, t0, 5)
         if t_ev is not None:
             ev_ms.append((t_ev - t0) * 1000)
-        await reset_point(svc, point, relays)
+        await reset_point(svc, cons, point, relays)
     used = window.stop()
     return {"ms": ws_ms, "events_ms": ev_ms, "cpu": per_minute([used]), "idle_cpu": idle_cpu,
             "cpu_by_process": breakdown([used])}
@@ -923,9 +932,10 @@ def main() -> None:
     out["detect_ratio_mqtt_vs_100ms"] = round(p100 / mq, 2)
     out["target_mqtt_20x_vs_1s"] = out["detect_ratio_mqtt"] >= 20
     out["target_mqtt_5x_vs_100ms"] = out["detect_ratio_mqtt_vs_100ms"] >= 5
-    out["target_mqtt_cpu_below_peers"] = (
-        res["minewatch_mqtt"]["cpu"] < min(res["prometheus"]["cpu"],
-                                           res["prometheus_100ms"]["cpu"]))
+    for key in ("cpu", "idle_cpu"):
+        out[f"target_mqtt_{key}_below_prometheus"] = (
+            res["minewatch_mqtt"][key] < min(res["prometheus"][key],
+                                             res["prometheus_100ms"][key]))
     for name in ("prometheus", "prometheus_100ms", "prometheus_defaults"):
         if name in res:
             out[f"{name}_scrape_to_eval_offset_ms"] = res[name]["offset_ms"]
