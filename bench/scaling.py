@@ -4,7 +4,8 @@ mines), one engine worker process vs N workers.
 For each mine count M and worker count W (every pair), a fresh database, broker and W
 ``minewatch worker`` processes given all M mines (+ one probe mine); once the workers own
 every mine, each mine's MQTT gateway publishes its batches (P points per message) as fast as
-QoS 1 allows, and the bench measures, with bench/ingest.py's pieces:
+QoS 1 allows, and the bench measures, with bench/ingest.py's pieces (mine files, publishers,
+workers, probes):
   - readings/s: total readings / time from the first publish until PostgreSQL holds them all
     (evaluated *and* stored, not merely published);
   - alarm latency under that load: over-limit readings into the probe mine (not loaded), time
@@ -20,6 +21,14 @@ per-mine pools and upkeep, smaller batches per store write).
 Baseline, per mine count in the same run: the publisher alone into the broker, no engine
 subscribed (what the broker and this client move on this machine); ``ratio_vs_1_mine_*``
 compares each row with the 1-mine row of the same worker count.
+
+Live mines: until the load starts every mine's gateway sends one message every 30 s, and the
+bench mines declare a 60 s poll (stale after 120 s), so no mine goes stale while the workers
+take the others or while its messages wait in the broker queue under load. (With bench/
+ingest.py's 1 s poll and silent mines, every point of every mine goes stale before the load
+and clears during it: 2 alarm transitions per point, journaled and published, inside the
+measured window; at 10 mines x 50 points that alone cut readings/s about tenfold here.)
+Load readings carry source times after the keepalive's, and only they are counted.
 
 Everything runs on this machine's cores (broker, PostgreSQL, publishers, workers), so more
 workers than cores cannot add much. Each mine's service holds its own PostgreSQL pool
@@ -65,10 +74,17 @@ from collections.abc import Iterator  # noqa: E402
 from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
+import aiomqtt  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
-from minewatch.broker import ENGINE_USER, BrokerProcess, write_config  # noqa: E402
+from minewatch.broker import (  # noqa: E402
+    ENGINE_USER,
+    NODELAY,
+    BrokerProcess,
+    gateway_user,
+    write_config,
+)
 from minewatch.mine import Mine  # noqa: E402
 from minewatch.pgcluster import PgCluster, start_cluster  # noqa: E402
 from minewatch.procs import free_port  # noqa: E402
@@ -88,6 +104,8 @@ def _bench_ingest() -> ModuleType:
 bi = _bench_ingest()
 
 MAX_CONNECTIONS = 1000
+POLL_MS = 60_000  # the bench mines' declared poll period: stale after 2 polls = 120 s
+KEEPALIVE_S = 30.0  # one message per mine this often until the load starts
 
 
 def _restart_wide(cluster: PgCluster) -> None:
@@ -141,6 +159,43 @@ async def count_connections(admin: str, db: str, out: list[int], stop: asyncio.E
                 await asyncio.wait_for(stop.wait(), 0.5)
 
 
+def mine_file(mine_id: str, points: int, location: str = "district_return") -> str:
+    """bench/ingest.py's mine with a POLL_MS poll period (see keepalive)."""
+    text = bi.mine_toml(mine_id, points, location)
+    assert "poll_ms = 1000" in text
+    return text.replace("poll_ms = 1000", f"poll_ms = {POLL_MS}")
+
+
+async def keepalive(cfg: Any, mine_id: str, points: int, value: float, ts0: float,
+                    stop: asyncio.Event) -> None:
+    """The mine's gateway at its poll rate before the load, so no mine goes stale while the
+    workers take the others (a real mine publishes all along). Timestamps from ``ts0`` on,
+    older than the load's, so no load reading is a replay."""
+    user = gateway_user(mine_id, "S01")
+    ids = bi.point_ids(points)
+    async with aiomqtt.Client("127.0.0.1", cfg.port, username=user,
+                              password=cfg.password(user), identifier=f"keep-{mine_id}",
+                              socket_options=NODELAY) as c:
+        for k in range(100_000):
+            await c.publish(f"mw/{mine_id}/S01/data",
+                            bi.message(mine_id, ids, k, ts0 + k * KEEPALIVE_S, value), qos=1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), KEEPALIVE_S)
+            if stop.is_set():
+                return
+
+
+async def stored_since(url: str, mines: list[str], t_from: float) -> int:
+    """Readings of ``mines`` stored with a source time from ``t_from`` on (the load's)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute("SELECT to_regclass('readings') IS NOT NULL")
+        if not (await cur.fetchone())[0]:
+            return 0
+        cur = await conn.execute("SELECT count(*) FROM readings WHERE mine_id = ANY(%s) "
+                                 "AND ts >= to_timestamp(%s)", (mines, t_from))
+        return (await cur.fetchone())[0]
+
+
 async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
                   admin: str) -> dict[str, Any]:
     load = [f"L{i}" for i in range(mines)]
@@ -150,8 +205,8 @@ async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
     for m in [*load, bi.PROBE]:
         p = run_dir / f"{m}.toml"
         # The probe points are alarm-only (main return): the bench has no gateway to ack cuts.
-        p.write_text(bi.mine_toml(m, args.points) if m != bi.PROBE else
-                     bi.mine_toml(m, args.probes, "main_return"), encoding="utf-8")
+        p.write_text(mine_file(m, args.points) if m != bi.PROBE else
+                     mine_file(m, args.probes, "main_return"), encoding="utf-8")
         paths.append(p)
     messages = max(1, round(args.readings / (mines * args.points)))
     total = mines * args.points * messages
@@ -164,10 +219,16 @@ async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
     broker = BrokerProcess(cfg)
     procs: list[Any] = []
     conns: list[int] = []
-    stop = asyncio.Event()
+    stop, warm = asyncio.Event(), asyncio.Event()
     sampler = asyncio.create_task(count_connections(admin, db, conns, stop))
+    keep: list[asyncio.Task] = []
     try:
         broker.start()
+        ts_keep = time.time() - 7200
+        keep = [asyncio.create_task(keepalive(cfg, m, args.points, 0.3, ts_keep, warm))
+                for m in load]
+        keep.append(asyncio.create_task(keepalive(cfg, bi.PROBE, args.probes, 0.2, ts_keep,
+                                                  warm)))
         t_start = time.perf_counter()
         procs = bi.start_workers(workers, paths, pg, f"mqtt://{ENGINE_USER}:"
                                  f"{cfg.password(ENGINE_USER)}@127.0.0.1:{cfg.port}",
@@ -181,16 +242,20 @@ async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
             await asyncio.sleep(0.3)
         take_s = time.perf_counter() - t_start
         await asyncio.sleep(1.0)
+        warm.set()
+        await asyncio.gather(*keep)
         ids = bi.point_ids(args.points)
+        t_base = time.time() - 3600
         t0 = time.perf_counter()
-        pub = asyncio.create_task(bi.publish_all(cfg, load, ids, messages, time.time() - 3600))
+        pub = asyncio.create_task(bi.publish_all(cfg, load, ids, messages, t_base))
         await asyncio.sleep(0.3)
         t_probe = time.perf_counter()
         done: dict[str, float] = {}
         probes = asyncio.create_task(bi.probe_latency(cfg, args.probes))
         probes.add_done_callback(lambda _: done.__setitem__("probe", time.perf_counter()))
         deadline = time.monotonic() + args.drain_s
-        while (n := await bi.stored(pg, load)) < total and time.monotonic() < deadline:
+        while (n := await stored_since(pg, load, t_base)) < total and \
+                time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         load_s = time.perf_counter() - t0
         if n < total:  # too slow to store it all in time: the rate so far, marked incomplete
@@ -200,6 +265,10 @@ async def run_one(mines: int, workers: int, args: argparse.Namespace, tmp: Path,
         latency = await probes
     finally:
         stop.set()
+        warm.set()
+        for task in keep:
+            task.cancel()
+        await asyncio.gather(*keep, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(sampler, 5)
         bi.stop_workers(procs)
