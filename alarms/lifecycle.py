@@ -313,14 +313,19 @@ class AlarmBook:
         two alarms never hide each other and the root stays on the screen.
         """
         rules = tuple(DESIGN_SUPPRESSION if rules is None else rules)
+        # Only alarms some rule could hide, or that could hide others, take part: an alarm
+        # storm of other kinds (e.g. every point stale at once) must not cost O(n²) per change.
+        hideable = frozenset().union(*(r.alarm_kinds for r in rules)) - SAFETY_CRITICAL
+        hiding = frozenset().union(*(r.root_alarm_kinds for r in rules))
         roots: list[tuple[str, PointPlace, str]] = []
         changed: list[Change] = []
-        for rec in sorted(self.open.values(), key=lambda r: (r.raised_at, r.id)):
+        involved = [r for r in self.open.values() if r.kind in hideable or r.kind in hiding]
+        for rec in sorted(involved, key=lambda r: (r.raised_at, r.id)):
             place = places.get(rec.point_id)
             root = None
-            if place is not None and rec.kind not in SAFETY_CRITICAL:
+            if place is not None and rec.kind in hideable and roots:
                 root = suppressing_root(place, rec.kind, roots, downwind, rules)
-            if root is None and place is not None and rec.active:
+            if root is None and place is not None and rec.active and rec.kind in hiding:
                 roots.append((rec.id, place, rec.kind))
             if (root is not None) != rec.suppressed or root != rec.suppressed_by:
                 new = replace(rec, suppressed=root is not None, suppressed_by=root,

@@ -10,7 +10,9 @@ The baseline printed beside the worker runs is the publisher alone into the brok
 engine subscribed (what the broker and this client can move on this machine).
 Starts its own mosquitto and PostgreSQL unless MINEWATCH_DATABASE_URL is set.
 
-Usage: python bench/ingest.py [--quick] [--mines M] [--points P] [--messages N]
+Usage: python bench/ingest.py [--quick] [--mines M] [--points P] [--messages N] [--profile DIR]
+(--profile: the 1-worker run only, sampled by py-spy; prints the functions with the most
+samples — what the "profile before/after" in the README comes from.)
 Last line: JSON with readings_per_s_1w, readings_per_s_2w, readings_per_s_4w, alarm_p99_ms.
 """
 
@@ -199,6 +201,7 @@ async def run_config(workers: int, args, tmp: Path, admin_url: str) -> dict:
         ids = point_ids(args.points)
         total = args.mines * args.points * args.messages
         t_base = time.time() - 3600
+        spy = profile_start(procs[0].pid, args.profile, workers) if args.profile else None
         t0 = time.perf_counter()
         pub = asyncio.create_task(publish_all(cfg, load_mines, ids, args.messages, t_base))
         await asyncio.sleep(0.3)
@@ -209,6 +212,8 @@ async def run_config(workers: int, args, tmp: Path, admin_url: str) -> dict:
                 raise RuntimeError(f"only {n} of {total} readings stored")
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - t0
+        if spy is not None:
+            profile_stop(spy)
         await pub
         latency = await probes
     finally:
@@ -233,6 +238,49 @@ async def baseline(args, tmp: Path) -> float:
         broker.stop()
         shutil.rmtree(cfg.directory, ignore_errors=True)
     return args.mines * args.points * args.messages / took
+
+
+def profile_start(pid: int, out_dir: Path, workers: int) -> subprocess.Popen:
+    """py-spy samples worker ``pid`` (collapsed stacks, idle frames left out) until stopped."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                             str(pid), "--rate", "200", "--format", "raw", "-o",
+                             str(out_dir / f"ingest-{workers}w.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_stop(spy: subprocess.Popen) -> None:
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+
+
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py:81)",
+               "EpollSelector.select (selectors.py:468)")
+
+
+def profile_top(path: Path, n: int = 15) -> list[tuple[str, float, float]]:
+    """(function, self %, inclusive %) of the busy samples in a collapsed-stack file (py-spy
+    counts threads blocked in C as active: pool threads waiting for work and the event loop
+    waiting in select are left out)."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack.endswith(IDLE_LEAVES):
+            continue
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0] + ")"
+                  for f in stack.split(";")]
+        k = int(count)
+        total += k
+        own[frames[-1]] = own.get(frames[-1], 0) + k
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + k
+    top = sorted(own, key=own.get, reverse=True)[:n]  # type: ignore[arg-type]
+    return [(f, 100 * own[f] / total, 100 * incl[f] / total) for f in top]
 
 
 def _mine(tmp: Path, mine_id: str) -> Mine:
@@ -260,8 +308,10 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=200)
     ap.add_argument("--messages", type=int, default=400, help="messages per mine")
     ap.add_argument("--probes", type=int, default=20)
+    ap.add_argument("--profile", type=Path, help="py-spy the 1-worker run into this directory "
+                    "(collapsed stacks) and print the top functions; runs 1 worker only")
     args = ap.parse_args()
-    args.workers = [1, 2, 4]
+    args.workers = [1] if args.profile else [1, 2, 4]
     if args.quick:
         args.mines, args.points, args.messages, args.probes = 4, 50, 40, 5
     res = asyncio.run(main_async(args))
@@ -286,6 +336,11 @@ def main() -> None:
         "ratio_1w_vs_publish_baseline": round(res[1]["readings_per_s"] / base, 3),
         "mines": args.mines, "points": args.points, "messages": args.messages,
     })
+    if args.profile:
+        print(f"\nprofile of the worker (py-spy, {args.profile / 'ingest-1w.txt'}):")
+        print(f"{'self %':>7}{'incl %':>8}  function")
+        for f, own, incl in profile_top(args.profile / "ingest-1w.txt"):
+            print(f"{own:>7.1f}{incl:>8.1f}  {f}")
     print(json.dumps(out))
 
 

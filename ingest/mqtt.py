@@ -203,11 +203,17 @@ class MqttLink:
 
     async def _sender(self, client: aiomqtt.Client) -> None:
         while True:
-            for offset, ev in self._events.pending():
-                await client.publish(ev["topic"], json.dumps(ev["payload"], ensure_ascii=False),
-                                     qos=1, retain=ev["retain"])
-                self._events.commit(offset)
-                self.stats.events_sent += 1
+            sent = None  # offset after the last event the broker took
+            try:
+                for offset, ev in self._events.pending():
+                    await client.publish(ev["topic"], json.dumps(ev["payload"],
+                                                                 ensure_ascii=False),
+                                         qos=1, retain=ev["retain"])
+                    sent = offset
+                    self.stats.events_sent += 1
+            finally:  # one offset write per run of events, also when the broker drops out
+                if sent is not None:
+                    self._events.commit(sent)
             await self._wake.wait()
             self._wake.clear()
 

@@ -75,6 +75,7 @@ JSON_KINDS = {"alarm": KIND_ALARM, "command": KIND_COMMAND, "journal": KIND_JOUR
               "dead_letter": KIND_DEAD, "incident": KIND_INCIDENT}
 SUFFIX = ".seg"
 CHECKPOINT = "checkpoint.json"
+CHECKPOINT_EVERY_S = 0.2  # at most this often within a segment (see Spool.commit)
 MAX_PAYLOAD = 1 << 30  # a length beyond this is garbage, not a record
 FORMAT_VERSION = 1
 
@@ -307,6 +308,7 @@ class Spool:
         self.stats = SpoolStats()
         self.full = False
         self.checkpoint = START
+        self._saved, self._saved_at = START, 0.0
         self._ends: dict[int, int] = {}  # segment → readable end (live: appended bytes)
         self._sizes: dict[int, int] = {}  # segment → bytes on disk
         self._total = 0  # sum of _sizes, kept up to date for the per-append full check
@@ -327,6 +329,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock()
         self.checkpoint = self._load_checkpoint()
+        self._saved, self._saved_at = self.checkpoint, time.monotonic()
         for seg in list_segments(self.directory):
             size = segment_path(self.directory, seg).stat().st_size
             self._sizes[seg] = self._ends[seg] = size
@@ -343,6 +346,8 @@ class Spool:
         self._check_full()
 
     def close(self) -> None:
+        if self.checkpoint != self._saved:
+            self._save_checkpoint(self.checkpoint)
         with self._sync_lock:
             if self.fsync:
                 self._sync_locked()
@@ -514,7 +519,13 @@ class Spool:
         self.checkpoint = position
         self.stats.applied_ops += ops
         self.stats.pending_ops = max(0, self.stats.pending_ops - ops)
-        self._save_checkpoint(position)
+        # The checkpoint file only shortens a restart's replay (the replay itself is
+        # idempotent), so within a segment it is written at most every CHECKPOINT_EVERY_S; a
+        # new segment is saved at once, before the applied segments are deleted.
+        now = time.monotonic()
+        if position.segment != self._saved.segment or now - self._saved_at >= \
+                CHECKPOINT_EVERY_S:
+            self._save_checkpoint(position)
         if not self.keep_applied:
             for seg in [s for s in self._ends if s < position.segment and s != self._live]:
                 try:
@@ -532,6 +543,7 @@ class Spool:
             self._check_full()
 
     def _save_checkpoint(self, pos: Position) -> None:
+        self._saved, self._saved_at = pos, time.monotonic()
         tmp = self.directory / (CHECKPOINT + ".tmp")
         tmp.write_text(json.dumps({"segment": pos.segment, "offset": pos.offset,
                                    "at": time.time()}))

@@ -43,6 +43,10 @@ class EventBus:
         finally:
             self._subs.discard(sub)
 
+    def wanted(self, topic: str) -> bool:
+        """Anyone listening on ``topic``? (Lets a publisher skip building the message.)"""
+        return any(topic in sub.topics for sub in self._subs)
+
     @property
     def subscribers(self) -> int:
         return len(self._subs)

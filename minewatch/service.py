@@ -499,8 +499,9 @@ class Service:
         except Exception:
             self.counters.spool_errors += 1
             log.exception("spool append failed: %d readings not recorded", len(batch))
-        self.bus.publish("live", {"type": "readings", "points": [
-            self.point_live(int(s)) for s in batch.slots]})
+        if self.bus.wanted("live"):  # no wall screen open: no per-point JSON to build
+            self.bus.publish("live", {"type": "readings", "points": [
+                self.point_live(int(s)) for s in batch.slots]})
 
     def _calibration_flags(self, batch: Batch) -> np.ndarray:
         """Readings inside a declared calibration window (标校) are stored and judged as
