@@ -10,7 +10,7 @@ behind. Checks on every answer:
 - no 5xx (``not_a_server_error``), and the service process still alive and healthy after;
 - the status code, content type and body are the ones the schema documents
   (``status_code_conformance``, ``content_type_conformance``, ``response_schema_conformance``);
-- data that violates the schema is refused with a 4xx (``negative_data_rejection``);
+- a body that violates the schema is refused with a 4xx (``negative_data_rejection``);
 - the security headers are on every answer, error or not;
 - without a token every route but health and login answers 401, and a viewer gets 403 on what
   a viewer may not do (never a 2xx, never a 5xx);
@@ -59,9 +59,22 @@ VIEWER_DENIED_READS = ("/api/v1/history", "/api/v1/records/", "/api/v1/statistic
                        "/api/v1/journal", "/api/v1/drills", "/api/v1/users")
 SECURITY_HEADERS = ("x-content-type-options", "x-frame-options", "content-security-policy")
 
+
+
+def negative_body_rejection(ctx: Any, response: Any, case: Any) -> bool | None:
+    """``negative_data_rejection`` for request bodies. Query and path values travel as text,
+    and schemathesis misjudges some of their "type mutations": ``?event=false`` is a fine event
+    name, yet it counts as a boolean where strings are due and wants it refused."""
+    meta = case.meta
+    if meta is not None and any(loc != "body" and info.mode.is_negative
+                                for loc, info in meta.components.items()):
+        return None
+    return negative_data_rejection(ctx, response, case)
+
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-ADMIN_CHECKS = [*CHECKS, negative_data_rejection]
+ADMIN_CHECKS = [*CHECKS, negative_body_rejection]
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
@@ -114,6 +127,8 @@ def _prepare(workdir: Path) -> Target:
             "scenario": list(_get(svc, "/api/v1/sim")["scenarios"]),
             "drill_scenario": [d["id"] for d in _get(svc, "/api/v1/drills/scenarios")],
             "mine": [mine["mine"]["id"]],
+            # Numbers at the edges of a float, of a register, of a day, of a year.
+            "number": [1e308, -1e308, 5e-324, 0, -1, 32768, 2**53 + 1, 86400, 366 * 86400],
             # Times: recent (where the data is), the bounds of the accepted range and beyond.
             "time": [iso(now - 3600), iso(now - 60), iso(now), f"{now - 600:.3f}",
                      "1970-01-01T00:00:00Z", "0", "-1", "9999-12-31T23:59:59Z",
@@ -138,7 +153,9 @@ def _config(t: Target, *, coverage: bool = True) -> schemathesis.Config:
         "query.points": "points", "query.point": "point", "query.relay": "relay",
         "query.area": "area", "query.kind": "kind", "query.mine": "mine",
         "query.incident": "incident", "query.from": "time", "query.to": "time",
-        "body.point": "point", "body.scenario": "scenario",
+        "body.point": "point", "body.scenario": "scenario", "body.value": "number",
+        "body.ramp_s": "number", "body.minutes": "number", "body.hours": "number",
+        "body.plan.start_at": "number",
         "body.plan.mine": "mine", "body.plan.point": "point", "body.plan.scenario":
             "drill_scenario",
     }
@@ -240,7 +257,7 @@ def _exercise(case: Any, t: Target, who: str) -> None:
         assert code == 405, (what, code, response.text[:300])
     elif who == "anonymous" and case.path not in OPEN:
         assert code in (401, 413) or _unparsable(response), (what, code, response.text[:300])
-    elif who == "viewer":
+    elif who == "viewer" and case.path not in OPEN:  # (logging in with a wrong password: 401)
         assert code != 401, (what, response.text[:300])
         if (method != "GET" and case.path not in OPEN) or \
                 case.path.startswith(VIEWER_DENIED_READS):
@@ -308,6 +325,7 @@ def test_services_survived(request, name):
     """After the fuzzing: the process runs, answers health, logged no unhandled exception and
     no simulated substation failed to serve its registers (a Modbus exception response)."""
     t: Target = request.getfixturevalue(name)
+    time.sleep(2.0)  # a few substation polls after the last request
     assert t.svc.proc.poll() is None, t.svc.log.read_text()[-3000:]
     assert httpx.get(t.svc.url + "/api/v1/health", timeout=10).status_code == 200
     log = t.svc.log.read_text()
