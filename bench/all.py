@@ -9,7 +9,8 @@ run goes on; its whole process group is stopped (SIGINT, then SIGKILL) so nothin
 outlives it. The soak runs 30 minutes in full mode, so it is left out unless ``--with-soak``
 (its 30 s smoke run is part of ``--quick``).
 
-Written to ``--out`` (default artifacts/bench.json), after every script so a crash keeps what
+Each script's stdout and stderr are kept in bench-logs/ beside ``--out``. Written to
+``--out`` (default artifacts/bench.json), after every script so a crash keeps what
 was measured: ``machine`` (CPU model from /proc/cpuinfo, cores, RAM, OS, Python, date, git
 commit and whether the tree had uncommitted changes), ``quick``, ``started_at``,
 ``finished_at``, ``results`` (per script: status ok | failed | timeout | missing | skipped,
@@ -144,7 +145,7 @@ def last_json(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-def run_script(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+def run_script(name: str, quick: bool, timeout: float, logs: Path) -> dict[str, Any]:
     path = BENCH / f"{name}.py"
     res: dict[str, Any] = {"status": "missing", "seconds": 0.0, "returncode": None,
                            "loadavg_before": round(os.getloadavg()[0], 2)}
@@ -152,27 +153,34 @@ def run_script(name: str, quick: bool, timeout: float) -> dict[str, Any]:
         res["error"] = f"{path.relative_to(ROOT)} not found"
         return res
     cmd = [sys.executable, str(path), *(["--quick"] if quick else [])]
+    # Files, not pipes: a daemon a script leaves behind would hold a pipe open.
+    logs.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = logs / f"{name}.out", logs / f"{name}.err"
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+    timed_out = False
+    with out_path.open("w") as out_f, err_path.open("w") as err_f:
         try:
-            out, err = proc.communicate(timeout=timeout)
-            timed_out = False
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out_f, stderr=err_f,
+                                    start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        except OSError as exc:
+            res.update(status="failed", error=f"cannot start: {exc}")
+            return res
+        try:
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
+        finally:
             _stop_group(proc)
-            out, err = proc.communicate(timeout=60)
-    finally:
-        _stop_group(proc)
+    out = out_path.read_text(errors="replace")
+    err = err_path.read_text(errors="replace")
     res["seconds"] = round(time.monotonic() - t0, 1)
     res["returncode"] = proc.returncode
     res["loadavg_after"] = round(os.getloadavg()[0], 2)
     result = last_json(out)
     res["output"] = "\n".join(out.strip().splitlines()[:-1])[-20000:]
     if timed_out:
-        res["status"], res["error"] = "timeout", f"killed after {timeout:g} s"
+        res["status"], res["error"] = "timeout", f"stopped after {timeout:g} s"
     elif proc.returncode != 0:
         res["status"], res["error"] = "failed", f"exit status {proc.returncode}"
     elif result is None:
@@ -248,7 +256,7 @@ def main() -> None:
             continue
         print(f"running bench/{name}.py{' --quick' if args.quick else ''} …",
               file=sys.stderr, flush=True)
-        res = run_script(name, args.quick, timeout)
+        res = run_script(name, args.quick, timeout, args.out.parent / "bench-logs")
         report["results"][name] = res
         print(f"  {res['status']} in {res['seconds']:.1f} s"
               + (f": {res['error']}" if res.get("error") else ""), file=sys.stderr, flush=True)

@@ -3,10 +3,9 @@
 
 The service (``minewatch run`` via minewatch.procs.start_service, embedded store and broker)
 runs with the sample mine plus four bench MQTT gateways given by ``--config`` (S05-S08, 250
-alarm-only main-return methane points each, no power-cut range; the service's own simulated
-gateways publish them every 5 s, so they never go stale). For each injection the simulator
-switches a methane point (001A02, Modbus substation S01) above its power-cut limit at t0
-(server clock, recorded by the simulator), and we measure
+oxygen points each reading a steady 20.8 %, no power-cut range; see ``load_mine_toml`` for why
+oxygen). For each injection the simulator switches a methane point (001A02, Modbus substation
+S01) above its power-cut limit at t0 (server clock, recorded by the simulator), and we measure
   (a) cut: t0 → the last relay coil of the point's power-cut range written on the simulator
       (the simulator's own change time of each coil);
   (b) feed: t0 → the service records the feed (馈电) reading that confirms the cut of the
@@ -26,20 +25,24 @@ the next poll (uniform over one poll period); feed adds one more poll (the feed 
 at the next poll after the write). After each injection the gas is cleared, the point must read
 normal again and the relays are restored by hand (REST), as an operator would.
 
-Two phases, in one service: (1) no background load, one WebSocket client: the figures of
-earlier versions of this bench (same meaning, unsuffixed keys); (2) 50 WebSocket clients at
-each background load, lowest first, 0 included (keys suffixed _0, _10k, _50k).
+Two phases, in one service: (1) no background load (only the keep-alive below), one
+WebSocket client: the figures of earlier versions of this bench (same meaning, unsuffixed
+keys); (2) 50 WebSocket clients at each background load, lowest first, 0 included (keys
+suffixed _0, _10k, _50k).
 
-Background load: a child process (this script with ``--load-gen``) publishes batches of 250
-readings as the S05-S08 gateways (their broker accounts from DATA/broker/credentials.json,
-other client ids) into the service's own embedded mosquitto, QoS 1, fresh timestamps, paced
-to the target: the real ingest path (broker → MQTT link → validation → engine → spool →
-SQLite store). ``offered_load`` is what the generator published per second during the
-injections; ``achieved_load`` is what the service's engine took in from MQTT (Δ
-``mqtt.readings`` of /api/v1/health per second, including ~200 readings/s from the simulated
-gateways, so ~200 at load 0). On 2 shared cores 50k/s is not reached: the achieved rate is
-printed beside the target, never the target itself. An overloaded service that cannot bring
-the point back to normal within 60 s ends that load's injections (``note_L`` says so).
+Background load: a child process (this script with ``--load-gen``) runs for the whole
+measurement and publishes batches of 250 readings as the S05-S08 gateways (their broker
+accounts from DATA/broker/credentials.json, other client ids) into the service's own embedded
+mosquitto, QoS 1, fresh timestamps, paced to the load's target: the real ingest path (broker →
+MQTT link → validation → engine → spool → SQLite store). It takes over from the service's
+simulated S05-S08 gateways (silenced with the substation-offline scenario) and sends each of
+them at least every 4 s (250 readings/s, the "0" load), so their points never go stale.
+``offered_load`` is what it published per second during a load's injections;
+``achieved_load`` is what the service's engine took in from MQTT in the same time (Δ
+``mqtt.readings`` of /api/v1/health per second; S04, the sample mine's own MQTT gateway, adds
+~14). If the service falls behind, the achieved rate is below the offered one and printed
+beside the target, never the target itself. An overloaded service that cannot bring the point
+back to normal within 60 s ends that load's injections (``note_L`` says so).
 
 Limits printed beside the figures (DOMAIN.md "Timing and record keeping", AQ 6201-2019 /
 AQ 1029-2019): methane over-limit cut ≤ 2 s; local control execution ≤ polling cycle. Feed:
@@ -97,13 +100,15 @@ from minewatch.mine import SAMPLE_MINE  # noqa: E402
 from minewatch.procs import ServiceProcess, start_service  # noqa: E402
 
 LOAD_GATEWAYS = 4  # bench MQTT substations S05..S08
-LOAD_POINTS = 250  # methane points per bench gateway (≤ 256 channels per substation)
+LOAD_POINTS = 250  # oxygen points per bench gateway (≤ 256 channels per substation)
 LOAD_POLL_MS = 5000  # their simulated gateways' own publishing period
+LOAD_VALUE = 20.8  # % O2, what the bench gateways' sensors read (normal)
 REGULATION_CUT_MS = 2000.0  # DOMAIN.md: methane over-limit cut ≤ 2 s
 DESIGN_WS_MS = 100.0  # DESIGN.md: reading received → alarm on every WebSocket, p99
 DESIGN_PROCESSING_MS = 5.0  # DESIGN.md: reading received → relay command on the wire, p99
 WAIT_S = 10.0  # one injection's observations must arrive within this
 LOAD_MAX_S = 3600.0  # the load generator stops by itself after this (bounded)
+KEEPALIVE = LOAD_GATEWAYS * LOAD_POINTS / 4.0  # readings/s: each bench gateway every 4 s
 
 
 # --- the mine with bench gateways ------------------------------------------------------------
@@ -117,79 +122,89 @@ def load_point_ids(sub: str) -> list[str]:
 
 
 def load_mine_toml() -> str:
-    """The sample mine plus the bench gateways (alarm-only methane points in the main return:
-    no power-cut range, so the load never cuts power)."""
+    """The sample mine plus the bench gateways: oxygen sensors in the main return, reading a
+    steady 20.8 % (normal; no power-cut range, so the load never cuts power).
+
+    Why oxygen and not methane: methane has the trend rule (least-squares rate of rise over
+    the last 60 samples). When a point's samples go from the simulated gateway's sparse noisy
+    ones (every 5 s) to dense steady ones (tens per second), the few old samples have a large
+    lever over the fit and a ±0.03 % noise reads as ≥ 0.1 %/min: trend alarms, then an alarm
+    flood, on hundreds of points at every change of load. Oxygen has no trend rule, so the
+    background is what it should be: normal readings through the whole ingest path."""
     out = [SAMPLE_MINE.read_text(encoding="utf-8"),
            "\n# --- bench/latency.py: background-load MQTT gateways ---"]
     for sub in load_substations():
         out.append(f'[[substations]]\nid = "{sub}"\nname = "压测网关{sub}"\nprotocol = "mqtt"\n'
                    f'poll_ms = {LOAD_POLL_MS}\n')
         for ch, pid in enumerate(load_point_ids(sub)):
-            out.append(f'[[points]]\nid = "{pid}"\nname = "压测甲烷{pid}"\nsubstation = "{sub}"\n'
-                       f'channel = {ch}\nkind = "ch4"\nlocation = "main_return"\n'
-                       f'area = "main_return"\nbaseline = 0.2\n')
+            out.append(f'[[points]]\nid = "{pid}"\nname = "压测氧气{pid}"\nsubstation = "{sub}"\n'
+                       f'channel = {ch}\nkind = "o2"\narea = "main_return"\n'
+                       f'baseline = {LOAD_VALUE}\n')
     return "\n".join(out)
 
 
 # --- the load generator (a child process) ----------------------------------------------------
-def templates(mine: str, sub: str, variants: int = 16) -> list[str]:
-    """Message bodies with placeholders for seq and timestamps; values 0.2 % ± noise."""
-    rng = random.Random(sub)
-    out = []
-    for _ in range(variants):
-        readings = [{"point": p, "ts": "@TS@", "value": round(0.2 + rng.gauss(0, 0.01), 4),
-                     "quality": "ok", "unit": "%"} for p in load_point_ids(sub)]
-        body = json.dumps({"mine": mine, "substation": sub, "seq": "@SEQ@", "sent_at": "@TS@",
-                           "readings": readings})
-        out.append(body.replace('"@TS@"', "@TS@").replace('"@SEQ@"', "@SEQ@"))
-    return out
+def template(mine: str, sub: str) -> str:
+    """A message body with placeholders for seq and timestamps; steady normal values."""
+    readings = [{"point": p, "ts": "@TS@", "value": LOAD_VALUE, "quality": "ok", "unit": "%"}
+                for p in load_point_ids(sub)]
+    body = json.dumps({"mine": mine, "substation": sub, "seq": "@SEQ@", "sent_at": "@TS@",
+                       "readings": readings})
+    return body.replace('"@TS@"', "@TS@").replace('"@SEQ@"', "@SEQ@")
 
 
-async def _gateway_load(spec: dict[str, Any], sub: str, rate: float, until: float,
+async def _gateway_load(spec: dict[str, Any], sub: str, rate: list[float], until: float,
                         counter: list[int]) -> None:
+    """One gateway's batches, paced to its share of ``rate[0]`` (read at every message, so a
+    new rate applies at once)."""
     import aiomqtt
 
     from minewatch.broker import NODELAY, gateway_user
 
     user = gateway_user(spec["mine"], sub)
-    bodies = templates(spec["mine"], sub)
-    per_s = rate / LOAD_POINTS  # messages per second of this gateway
+    body = template(spec["mine"], sub)
+    share = LOAD_POINTS * LOAD_GATEWAYS  # readings/s ÷ share = messages/s of one gateway
     async with aiomqtt.Client("127.0.0.1", spec["port"], username=user,
                               password=spec["credentials"][user], identifier=f"bench-load-{sub}",
                               max_inflight_messages=100, socket_options=NODELAY) as c:
-        seq, t0 = 0, time.monotonic()
+        seq, due = 0, time.monotonic()
         while (now := time.monotonic()) < until:
-            due = t0 + seq / per_s
+            interval = share / max(rate[0], 1.0)
+            due = min(due, now + interval)  # the rate went up: do not wait out the old interval
             if due > now:
-                await asyncio.sleep(due - now)
-            elif now - due > 1.0:  # more than 1 s behind: do not burst, move the schedule
-                t0 += now - due
+                await asyncio.sleep(min(due - now, 0.25))
+                continue
+            if now - due > 1.0:  # more than 1 s behind: do not burst, move the schedule
+                due = now
             ts = repr(time.time())
-            body = bodies[seq % len(bodies)].replace("@TS@", ts).replace("@SEQ@", str(seq))
-            await c.publish(f"mw/{spec['mine']}/{sub}/data", body.encode(), qos=1)
+            await c.publish(f"mw/{spec['mine']}/{sub}/data",
+                            body.replace("@TS@", ts).replace("@SEQ@", str(seq)).encode(), qos=1)
             seq += 1
             counter[0] += LOAD_POINTS
+            due += interval
 
 
 async def _load_main(spec: dict[str, Any]) -> None:
     counter = [0]
     until = time.monotonic() + spec["max_s"]
-    stats = Path(spec["stats"])
+    stats, rate_file = Path(spec["stats"]), Path(spec["rate_file"])
+    rate = [float(rate_file.read_text())]
 
-    async def report() -> None:
+    async def control() -> None:
         while time.monotonic() < until:
+            with contextlib.suppress(OSError, ValueError):
+                rate[0] = float(rate_file.read_text())
             tmp = stats.with_suffix(".tmp")
             tmp.write_text(json.dumps({"published": counter[0], "at": time.time()}))
             os.replace(tmp, stats)
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.2)
 
-    subs = load_substations()
-    reporter = asyncio.create_task(report())
+    controller = asyncio.create_task(control())
     try:
-        await asyncio.gather(*(_gateway_load(spec, s, spec["rate"] / len(subs), until, counter)
-                               for s in subs))
+        await asyncio.gather(*(_gateway_load(spec, s, rate, until, counter)
+                               for s in load_substations()))
     finally:
-        reporter.cancel()
+        controller.cancel()
 
 
 def load_gen_main(spec_path: str) -> None:
@@ -206,26 +221,47 @@ def _die_with_parent() -> None:
 
 @dataclass
 class LoadGen:
-    """A running load generator child process (started and stopped by this bench only)."""
+    """The load generator child process (started and stopped by this bench only). It runs for
+    the whole measurement and takes over the bench gateways from the service's simulated ones
+    (silenced by the substation-offline scenario), publishing at least KEEPALIVE readings/s so
+    their points never go stale; ``set_rate`` changes its rate."""
 
     proc: subprocess.Popen
     stats: Path
+    rate_file: Path
 
     @classmethod
-    def start(cls, svc: ServiceProcess, rate: float, workdir: Path) -> LoadGen:
+    def start(cls, svc: ServiceProcess, workdir: Path) -> LoadGen:
         broker = svc.get("/api/v1/health").json()["broker"]
         creds = json.loads((svc.data_dir / "broker" / "credentials.json").read_text())
-        stats = workdir / f"load-{int(rate)}.json"
-        spec = workdir / f"load-{int(rate)}.spec.json"
-        spec.write_text(json.dumps({"mine": "demo", "port": broker["port"], "rate": rate,
-                                    "credentials": creds, "stats": str(stats),
+        stats, rate_file = workdir / "load.json", workdir / "load.rate"
+        rate_file.write_text(str(KEEPALIVE))
+        spec = workdir / "load.spec.json"
+        spec.write_text(json.dumps({"mine": "demo", "port": broker["port"], "credentials": creds,
+                                    "stats": str(stats), "rate_file": str(rate_file),
                                     "max_s": LOAD_MAX_S}))
         spec.chmod(0o600)
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--load-gen",
                                  str(spec)], cwd=ROOT, preexec_fn=_die_with_parent,
-                                stdout=(workdir / f"load-{int(rate)}.log").open("w"),
-                                stderr=subprocess.STDOUT)
-        return cls(proc, stats)
+                                stdout=(workdir / "load.log").open("w"), stderr=subprocess.STDOUT)
+        gen = cls(proc, stats, rate_file)
+        try:
+            deadline = time.monotonic() + 30
+            while gen.published() < LOAD_GATEWAYS * LOAD_POINTS:  # every gateway sent once
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the load generator did not start publishing")
+                time.sleep(0.1)
+            for sub in load_substations():  # the simulated gateways fall silent
+                svc.inject("substation-offline", load_point_ids(sub)[0])
+        except BaseException:
+            gen.stop()
+            raise
+        return gen
+
+    def set_rate(self, rate: float) -> None:
+        tmp = self.rate_file.with_suffix(".tmp")
+        tmp.write_text(str(max(rate, KEEPALIVE)))
+        os.replace(tmp, self.rate_file)
 
     def published(self) -> int:
         if self.proc.poll() is not None:
@@ -288,10 +324,16 @@ class Clients:
     async def open(self, url: str, n: int) -> None:
         from websockets.asyncio.client import connect
 
-        self.sockets = list(await asyncio.gather(
-            *(connect(url, ping_interval=None, open_timeout=30) for _ in range(n))))
+        opened = await asyncio.gather(
+            *(connect(url, ping_interval=None, open_timeout=30) for _ in range(n)),
+            return_exceptions=True)
+        self.sockets = [ws for ws in opened if not isinstance(ws, BaseException)]
+        errors = [e for e in opened if isinstance(e, BaseException)]
+        if errors:
+            raise RuntimeError(f"{len(errors)} of {n} WebSocket clients could not connect: "
+                               f"{errors[0]!r}")
         for ws in self.sockets:
-            await ws.recv()  # snapshot
+            await asyncio.wait_for(ws.recv(), 30)  # snapshot
         self.tasks = [asyncio.create_task(self._read(i, ws)) for i, ws in
                       enumerate(self.sockets)]
 
@@ -325,12 +367,20 @@ class Clients:
     def alive(self) -> bool:
         return all(not t.done() for t in self.tasks)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close all connections at once, bounded: an overloaded server may never answer the
+        closing handshake, so what is left after ``timeout`` is dropped."""
         for t in self.tasks:
             t.cancel()
-        for ws in self.sockets:
-            with contextlib.suppress(Exception):
-                await ws.close()
+        if not self.sockets:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*(ws.close() for ws in self.sockets),
+                                                  return_exceptions=True), timeout)
+        except TimeoutError:
+            for ws in self.sockets:
+                with contextlib.suppress(Exception):
+                    ws.transport.abort()
 
 
 # --- measurement -----------------------------------------------------------------------------
@@ -422,15 +472,15 @@ async def back_to_normal(svc: ServiceProcess, point: str, relays: list[str]) -> 
 
 
 async def run_level(svc: ServiceProcess, clients: Clients, lv: Level, args: argparse.Namespace,
-                    relays: list[str], poll_s: float, workdir: Path) -> None:
+                    relays: list[str], poll_s: float, gen: LoadGen) -> None:
     """Injections at one load, bounded by count and by ``--level-seconds``; an overloaded
     service that cannot bring the point back to normal ends the level (noted, not raised)."""
-    gen = LoadGen.start(svc, lv.target, workdir) if lv.target > 0 else None
+    gen.set_rate(lv.target)
     try:
-        if gen is not None:
+        if lv.target > 0:
             await asyncio.sleep(3.0)  # reach a steady state first
         n0 = await asyncio.to_thread(mqtt_readings, svc)
-        p0 = gen.published() if gen else 0
+        p0 = gen.published()
         t_start = time.monotonic()
         for k in range(args.injections):
             if time.monotonic() - t_start > args.level_seconds:
@@ -455,10 +505,9 @@ async def run_level(svc: ServiceProcess, clients: Clients, lv: Level, args: argp
         lv.seconds = time.monotonic() - t_start
         n1 = await asyncio.to_thread(mqtt_readings, svc)
         lv.achieved = (n1 - n0) / lv.seconds if n0 is not None and n1 is not None else None
-        lv.offered = ((gen.published() if gen else 0) - p0) / lv.seconds
+        lv.offered = (gen.published() - p0) / lv.seconds
     finally:
-        if gen is not None:
-            gen.stop()
+        gen.set_rate(0)
     if lv.note:
         print(f"  load {lv.target:,.0f}: {lv.note}"[:400], file=sys.stderr)
 
@@ -470,18 +519,23 @@ async def measure(svc: ServiceProcess, args: argparse.Namespace, poll_s: float,
     relays = svc.get(f"/api/v1/points/{args.point}").json()["relays"]
     levels: list[Level] = []
     phases = [(1, [0.0]), (args.clients, args.loads)]
-    for i, (n_clients, loads) in enumerate(phases):
-        clients = Clients()
-        try:
-            await clients.open(svc.ws("/ws/alarms"), n_clients)
-            for j, target in enumerate(loads):
-                lv = Level(target, n_clients)
-                levels.append(lv)
-                await run_level(svc, clients, lv, args, relays, poll_s, workdir)
-                if target > 0 and (i, j) != (len(phases) - 1, len(loads) - 1):
-                    await drain(svc)
-        finally:
-            await clients.close()
+    gen = await asyncio.to_thread(LoadGen.start, svc, workdir)
+    try:
+        for i, (n_clients, loads) in enumerate(phases):
+            clients = Clients()
+            try:
+                await clients.open(svc.ws("/ws/alarms"), n_clients)
+                for j, target in enumerate(loads):
+                    lv = Level(target, n_clients)
+                    levels.append(lv)
+                    await run_level(svc, clients, lv, args, relays, poll_s, gen)
+                    print_level(lv, poll_s * 1000)  # as soon as measured
+                    if target > 0 and (i, j) != (len(phases) - 1, len(loads) - 1):
+                        await drain(svc)
+            finally:
+                await clients.close()
+    finally:
+        gen.stop()
     return levels
 
 
@@ -492,9 +546,8 @@ async def drain(svc: ServiceProcess, limit_s: float = 30.0) -> None:
     while time.monotonic() < deadline:
         await asyncio.sleep(1.0)
         now = await asyncio.to_thread(mqtt_readings, svc)
-        if now is not None and last is not None and \
-                now - last < 2 * LOAD_GATEWAYS * LOAD_POINTS:  # only the simulated gateways
-            return
+        if now is not None and last is not None and now - last < 2 * KEEPALIVE + 100:
+            return  # only the keep-alive and S04 left
         last = now
     print(f"  the service was still draining the broker's backlog after {limit_s:.0f} s",
           file=sys.stderr)
@@ -551,35 +604,34 @@ def reference(m: str, poll_ms: float) -> str:
     }[m]
 
 
-def print_table(levels: list[Level], poll_ms: float) -> None:
-    for lv in levels:
-        load = f"target {lv.target:,.0f} readings/s"
-        if lv.target > 0:
-            load += f", offered {lv.offered:,.0f}"
-        got = "unknown" if lv.achieved is None else f"{lv.achieved:,.0f}"
-        print(f"background load {load}, achieved (engine, MQTT) {got}; "
-              f"{lv.clients} WebSocket client(s); {len(lv.get('cut'))} injections in "
-              f"{lv.seconds:.0f} s, {lv.timeouts + lv.failed} incomplete")
-        print(f"  {'measure (ms)':<17}{'p50':>9}{'p99':>9}{'max':>9}   reference (ms)")
-        for m in lv.measures:
-            vals = lv.get(m)
-            label = m.replace("ws50", f"ws{lv.clients}")
-            print(f"  {label:<17}{_f(pct(vals, 50)):>9}{_f(pct(vals, 99)):>9}"
-                  f"{_f(top(vals)):>9}   {reference(m, poll_ms)}")
-        if lv.note:
-            print(f"  NOTE: {lv.note}"[:300])
-    print(f"poll period {poll_ms:.0f} ms; regulation limit for the cut 2000 ms (DOMAIN.md: "
-          "methane over-limit cut and fan-methane lockout <= 2 s, AQ 6201-2019 / AQ 1029-2019)")
+def print_level(lv: Level, poll_ms: float) -> None:
+    load = f"target {lv.target:,.0f} readings/s"
+    if lv.target > 0:
+        load += f", offered {lv.offered:,.0f}"
+    got = "unknown" if lv.achieved is None else f"{lv.achieved:,.0f}"
+    print(f"background load {load}, achieved (engine, MQTT) {got}; "
+          f"{lv.clients} WebSocket client(s); {len(lv.get('cut'))} injections in "
+          f"{lv.seconds:.0f} s, {lv.timeouts + lv.failed} incomplete")
+    print(f"  {'measure (ms)':<17}{'p50':>9}{'p99':>9}{'max':>9}   reference (ms)")
+    for m in lv.measures:
+        vals = lv.get(m)
+        label = m.replace("ws50", f"ws{lv.clients}")
+        print(f"  {label:<17}{_f(pct(vals, 50)):>9}{_f(pct(vals, 99)):>9}"
+              f"{_f(top(vals)):>9}   {reference(m, poll_ms)}")
+    if lv.note:
+        print(f"  NOTE: {lv.note}"[:300])
+    sys.stdout.flush()
 
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
-def stop(svc: ServiceProcess, grace_s: float = 5.0) -> None:
+def stop(svc: ServiceProcess, broker_pid: int | None, grace_s: float = 5.0) -> None:
     """SIGINT, then SIGKILL after ``grace_s``: after an overload the service would spend its
-    whole shutdown draining the backlog into a store that is thrown away anyway (its broker
-    dies with it, PR_SET_PDEATHSIG)."""
+    whole shutdown draining the backlog into a store that is thrown away anyway. Its embedded
+    mosquitto gets SIGTERM when the service dies (PR_SET_PDEATHSIG); wait for it (bounded) so
+    it is not still writing its persistence file while the work directory is removed."""
     if svc.proc.poll() is None:
         svc.proc.send_signal(signal.SIGINT)
         try:
@@ -587,6 +639,19 @@ def stop(svc: ServiceProcess, grace_s: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             svc.proc.kill()
             svc.proc.wait(10)
+    if broker_pid is None:
+        return
+    cmdline = Path(f"/proc/{broker_pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:  # still ours: the same pid running our broker's configuration
+            if str(svc.data_dir) not in cmdline.read_text(errors="replace"):
+                return
+        except OSError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        os.kill(broker_pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -609,23 +674,27 @@ def main() -> None:
     args.loads = sorted({float(x) for x in args.loads.split(",")})
     if args.injections < 1 or args.clients < 2 or min(args.loads) < 0:
         ap.error("need >= 1 injection, >= 2 clients, loads >= 0")
-    with tempfile.TemporaryDirectory(prefix="minewatch-latency-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="minewatch-latency-",
+                                     ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
         mine = work / "mine.toml"
         mine.write_text(load_mine_toml(), encoding="utf-8")
         t = time.monotonic()
         svc = start_service(work, "--config", str(mine), timeout=90)
         print(f"service started in {time.monotonic() - t:.1f} s", file=sys.stderr)
+        broker_pid = None
         try:
+            broker_pid = (svc.get("/api/v1/health").json().get("broker") or {}).get("pid")
             subs = svc.get("/api/v1/substations").json()
             point = svc.get(f"/api/v1/points/{args.point}").json()
             poll_ms = next(s["poll_ms"] for s in subs if s["id"] == point["substation"])
             levels = asyncio.run(measure(svc, args, poll_ms / 1000, work))
         finally:
             t = time.monotonic()
-            stop(svc)
+            stop(svc, broker_pid)
             print(f"service stopped in {time.monotonic() - t:.1f} s", file=sys.stderr)
-    print_table(levels, poll_ms)
+    print(f"poll period {poll_ms:.0f} ms; regulation limit for the cut 2000 ms (DOMAIN.md: "
+          "methane over-limit cut and fan-methane lockout <= 2 s, AQ 6201-2019 / AQ 1029-2019)")
     out: dict[str, Any] = {"injections": args.injections, "loads": [round(x) for x in args.loads],
                            "clients": args.clients, "poll_period_ms": poll_ms}
     for lv in levels:
