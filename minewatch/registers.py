@@ -26,7 +26,8 @@ STATUS_CALIBRATING = 0x2
 
 def encode_value(value: float, scale: float) -> int:
     """Value → unsigned register word (two's complement), clamped to the int16 range."""
-    raw = max(-32768, min(32767, round(value * scale)))
+    # Clamp before rounding: a huge value times the scale is inf, which round() refuses.
+    raw = round(max(-32768.0, min(32767.0, value * scale)))
     return raw & 0xFFFF
 
 

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from minewatch.broker import ENGINE_USER, BrokerProcess, gateway_user, write_config
-from minewatch.mine import Mine
-from minewatch.procs import ServiceProcess, free_port, start_service
+from minewatch.broker import ENGINE_USER, BrokerProcess, gateway_user
+from minewatch.procs import ServiceProcess, start_service
+from tests.test_city import running_broker
 
 POINT = "004A01"  # the sample mine's MQTT gateway S04: trolley methane
 MESSAGES = 6000
@@ -32,14 +30,8 @@ BASE_TS = time.time() - 3600  # an hour ago: inside the accepted past window, be
 
 @pytest.fixture
 def broker():
-    directory = Path(tempfile.mkdtemp(prefix="minewatch-mqtt-"))
-    proc = BrokerProcess(write_config(directory, [Mine.load()], free_port()))
-    proc.start()
-    try:
+    with running_broker() as proc:
         yield proc
-    finally:
-        proc.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def publish_backlog(broker: BrokerProcess) -> None:

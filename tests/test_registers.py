@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minewatch.readings import Quality
-from minewatch.registers import MAX_READ, decode, encode_channel, read_spans
+from minewatch.registers import MAX_READ, decode, encode_channel, encode_value, read_spans
 
 
 @given(st.lists(st.tuples(st.floats(-300, 300, allow_nan=False), st.booleans(), st.booleans()),
@@ -71,3 +71,9 @@ def test_decoder_fuzz_any_register_content_is_a_value_and_a_quality(registers):
 def test_decoder_refuses_a_short_answer():
     with pytest.raises(ValueError):
         decode([0, 0, 0, 0], np.ones(3), np.zeros(3), np.ones(3))
+
+
+def test_huge_values_clamp_instead_of_overflowing():
+    """1e308 × the scale is inf: the simulator once failed every poll of the substation."""
+    assert encode_value(1e308, 100) == 32767
+    assert encode_value(-1e308, 100) == 0x8000  # -32768 as an unsigned word

@@ -15,9 +15,23 @@ function wsUrl(path) {
   return `${proto}://${location.host}${path}?token=${encodeURIComponent(token)}`;
 }
 
+const LOGIN_FORM = `<form id="login-form">
+    <h2>minewatch 登录</h2>
+    <label>用户名 <input id="login-user" autocomplete="username" value="admin"></label>
+    <label>密码 <input id="login-password" type="password" autocomplete="current-password"></label>
+    <button type="submit">登录</button>
+    <p id="login-error"></p>
+  </form>`;
+
 function showLogin() {
-  const box = document.querySelector("#login");
-  if (!box.hidden) return;
+  let box = document.querySelector("#login");
+  if (box && !box.hidden) return;
+  if (!box) {  // one form for every page that loads this file (static markup, no data)
+    box = document.createElement("div");
+    box.id = "login";
+    box.innerHTML = LOGIN_FORM;
+    document.body.appendChild(box);
+  }
   box.hidden = false;
   document.querySelector("#login-form").onsubmit = async (ev) => {
     ev.preventDefault();
