@@ -30,7 +30,8 @@ each for a random point and a random window (same sequence for every backend):
   stats_24h      the statistics endpoint's maxima (``api.regulators._max_values``: 1 h rollups,
                  ragged ends from 1 min rollups and raw) for all points, a random
                  non-aligned 24 h period (its default span)
-Spans are capped to the data set's span (--quick: 2 days).
+Spans are capped to the data set's span (--quick: 2 days). Timed at the store interface: the
+HTTP layer's JSON/CSV encoding of the rows is not included.
 
 Baseline, in the same run on the same PostgreSQL data: the same answers from ``readings``
 with a plain SQL GROUP BY (min, max, avg, last, count, alarms per bucket; max per point for

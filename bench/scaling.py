@@ -12,8 +12,8 @@ workers, probes):
     until each alarm event reaches a city subscriber on mw/probe/events: p50/p99;
   - take_s: time from starting the workers until they own all mines (start-up/hand-out cost).
 The load is a fixed number of readings per configuration (``--readings``), split evenly over
-the mines, so every row does the same work: what changes is how it is spread (1 mine x 1,000
-messages or 100 mines x 10 messages of P readings). A configuration that cannot store it all
+the mines, so every row does the same work: what changes is how it is spread (1 mine x 3,000
+messages or 100 mines x 30 messages of P readings). A configuration that cannot store it all
 within ``--drain-s`` (300 s) reports the rate so far with ``complete`` false (marked * in the
 table), so the run stays bounded. A flat curve means adding mines costs
 nothing beyond their readings; a falling one is per-mine overhead (sessions, services,
@@ -361,7 +361,7 @@ def main() -> None:
     ap.add_argument("--mines", type=int_list, default=[1, 10, 50, 100])
     ap.add_argument("--workers", type=int_list, default=[1, 2, 4])
     ap.add_argument("--points", type=int, default=100, help="points per mine (<= 2,000)")
-    ap.add_argument("--readings", type=int, default=100_000, help="per configuration")
+    ap.add_argument("--readings", type=int, default=300_000, help="per configuration")
     ap.add_argument("--probes", type=int, default=10, help="probe alarms per configuration")
     ap.add_argument("--drain-s", type=float, default=300.0,
                     help="longest wait for the store to hold a configuration's readings; "
