@@ -306,26 +306,43 @@ class AlarmBook:
     # --- suppression by design -------------------------------------------------------------
     def update_suppression(self, places: Mapping[str, PointPlace],
                            downwind: Mapping[str, Collection[str]], at: float,
-                           rules: Iterable[SuppressionRule] | None = None) -> list[Change]:
+                           rules: Iterable[SuppressionRule] | None = None,
+                           trigger: AlarmRecord | None = None) -> list[Change]:
         """Recompute ``suppressed`` for every open alarm; returns the records that changed.
 
         Alarms are visited oldest first and only active, unsuppressed alarms act as roots, so
-        two alarms never hide each other and the root stays on the screen.
+        two alarms never hide each other and the root stays on the screen. ``trigger``: the
+        alarm whose change calls for this; if no rule can involve it, nothing can change.
         """
         rules = tuple(DESIGN_SUPPRESSION if rules is None else rules)
-        # Only alarms some rule could hide, or that could hide others, take part: an alarm
-        # storm of other kinds (e.g. every point stale at once) must not cost O(n²) per change.
-        hideable = frozenset().union(*(r.alarm_kinds for r in rules)) - SAFETY_CRITICAL
-        hiding = frozenset().union(*(r.root_alarm_kinds for r in rules))
+        # Only alarms some rule could hide, or that could hide others (by sensor kind and
+        # alarm kind), take part: an alarm storm of other kinds (e.g. every point stale at
+        # once) must not cost O(n²) — neither per change nor over the storm.
+        hideable = frozenset((pk, ak) for r in rules for pk in r.point_kinds
+                             for ak in r.alarm_kinds if ak not in SAFETY_CRITICAL)
+        hiding = frozenset((pk, ak) for r in rules for pk in r.root_point_kinds
+                           for ak in r.root_alarm_kinds)
+
+        def role(rec: AlarmRecord) -> tuple[PointPlace | None, bool, bool]:
+            place = places.get(rec.point_id)
+            if place is None:
+                return None, False, False
+            key = (place.kind, rec.kind)
+            return place, key in hideable, key in hiding
+
+        if trigger is not None and not any(role(trigger)[1:]):
+            return []
         roots: list[tuple[str, PointPlace, str]] = []
         changed: list[Change] = []
-        involved = [r for r in self.open.values() if r.kind in hideable or r.kind in hiding]
-        for rec in sorted(involved, key=lambda r: (r.raised_at, r.id)):
-            place = places.get(rec.point_id)
+        involved = [(r, *role(r)) for r in self.open.values()]
+        involved = [x for x in involved if x[2] or x[3]]
+        for rec, place, can_hide, can_root in sorted(involved,
+                                                     key=lambda x: (x[0].raised_at, x[0].id)):
+            assert place is not None
             root = None
-            if place is not None and rec.kind in hideable and roots:
+            if can_hide and roots:
                 root = suppressing_root(place, rec.kind, roots, downwind, rules)
-            if root is None and place is not None and rec.active and rec.kind in hiding:
+            if root is None and rec.active and can_root:
                 roots.append((rec.id, place, rec.kind))
             if (root is not None) != rec.suppressed or root != rec.suppressed_by:
                 new = replace(rec, suppressed=root is not None, suppressed_by=root,

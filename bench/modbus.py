@@ -44,7 +44,8 @@ Baseline, in the same run, against the same simulators before the service starts
 pymodbus client loop in this process (one AsyncModbusTcpClient per substation, all
 concurrent, each reading its 128 registers in the same two spans as the collector, as fast
 as it can for ``--baseline-s``): readings/s that the wire, the simulators and one Python
-process allow. ``ratio_to_baseline`` = max_sustained_readings_per_s / baseline.
+process allow. ``ratio_to_baseline`` = max_sustained_readings_per_s / baseline (in --quick,
+with only the 1 s period, it is merely the offered load's share of the baseline).
 
 Everything shares this machine's cores (service, simulators, this script), so the figures
 are only comparable between runs on the same machine under the same other load.
@@ -64,7 +65,10 @@ Prints a table, then one JSON object on its last line:
   periods_ms (the periods run), rows (one object per period: period_ms, readings_per_s,
   engine_per_s, stored_per_s, stored_ratio, store_lag_s, poll_ratio, on_time, late_p50_ms,
   late_p99_ms, late_max_ms, failures (failed polls), cpu_s_per_10k, sim_cpu_s_per_10k,
-  cpu_cores (service CPU seconds per second), rss_mb, keeps_up),
+  cpu_cores (service CPU seconds per second), rss_mb, keeps_up, short_of: the criteria
+  missed, of "unresponsive" (/api/v1/health unanswered for 30 s at the window's start or
+  end: readings_per_s then counts the polls the simulators saw, the store figures are
+  null), "polls", "on time", "store"),
   elapsed_s.
 """
 
@@ -385,6 +389,13 @@ def start_service(workdir: Path, config: Path, period_ms: int, timeout: float) -
         raise
 
 
+def try_health(svc: Any) -> dict[str, Any] | None:
+    """/api/v1/health, or None when the service does not answer (after the retries)."""
+    with contextlib.suppress(httpx.HTTPError):
+        return health(svc)
+    return None
+
+
 def run_period(period_ms: int, config: Path, sims: Simulators, n_subs: int, args: Any,
                tmp: Path) -> dict[str, Any]:
     workdir = tmp / f"svc-{period_ms}"
@@ -394,19 +405,21 @@ def run_period(period_ms: int, config: Path, sims: Simulators, n_subs: int, args
         pid = svc.proc.pid
         time.sleep(args.warmup)
         period = period_ms / 1000
-        h0, c0, s0 = health(svc), cpu_s(pid), sum(cpu_s(p) for p in sims.pids)
+        h0, c0, s0 = try_health(svc), cpu_s(pid), sum(cpu_s(p) for p in sims.pids)
         t0 = time.monotonic()
         time.sleep(args.window)
-        h1, c1, s1 = health(svc), cpu_s(pid), sum(cpu_s(p) for p in sims.pids)
+        h1, c1, s1 = try_health(svc), cpu_s(pid), sum(cpu_s(p) for p in sims.pids)
         t1 = time.monotonic()
         rss = rss_mb(pid)
         stamps = sims.stamps(t0, t1)
-        store = h1["store"]
         # The writer stores in chunks (up to MINEWATCH_SPOOL_BATCH_ROWS): the store keeps pace
         # if what the engine had taken in by the window's end is stored soon after.
         store_lag = None
-        while (lag := time.monotonic() - t1) < STORE_LAG_MAX_S:
-            if health(svc)["stored"] >= h1["readings"]:
+        while h1 is not None and (lag := time.monotonic() - t1) < STORE_LAG_MAX_S:
+            h = try_health(svc)
+            if h is None:
+                break
+            if h["stored"] >= h1["readings"]:
                 store_lag = lag
                 break
             time.sleep(0.2)
@@ -414,38 +427,44 @@ def run_period(period_ms: int, config: Path, sims: Simulators, n_subs: int, args
         svc.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     dt = t1 - t0
-    polls = sum(s["polls"] for s in h1["substations"]) - \
-        sum(s["polls"] for s in h0["substations"])
-    failures = sum(s["failures"] for s in h1["substations"]) - \
-        sum(s["failures"] for s in h0["substations"])
-    polled = polls * CHANNELS / dt
-    engine = (h1["readings"] - h0["readings"]) / dt
-    stored = (h1["stored"] - h0["stored"]) / dt
     intervals = np.concatenate([np.diff(np.asarray(v)) for v in stamps.values()
                                 if len(v) > 1] or [np.zeros(0)])
     late_ms = (intervals - period) * 1000
     seen = sum(len(v) for v in stamps.values())
-    due = n_subs * dt / period
-    poll_ratio = seen / due
+    poll_ratio = seen / (n_subs * dt / period)
     on_time = float(np.mean(intervals <= ON_TIME_FACTOR * period)) if intervals.size else 0.0
-    stored_ratio = stored / engine if engine > 0 else 0.0
+    row: dict[str, Any] = {"period_ms": period_ms}
+    if h0 is not None and h1 is not None:
+        def delta(key: str) -> int:
+            return sum(s[key] for s in h1["substations"]) - \
+                sum(s[key] for s in h0["substations"])
+
+        polled = delta("polls") * CHANNELS / dt
+        engine = (h1["readings"] - h0["readings"]) / dt
+        stored = (h1["stored"] - h0["stored"]) / dt
+        row.update(readings_per_s=polled, engine_per_s=engine, stored_per_s=stored,
+                   stored_ratio=stored / engine if engine > 0 else 0.0,
+                   failures=delta("failures"), store=h1["store"])
+    else:  # no answer within 30 s: polls as the simulators saw them
+        polled = seen * CHANNELS / dt
+        row.update(readings_per_s=polled, engine_per_s=None, stored_per_s=None,
+                   stored_ratio=None, failures=None, store=None)
     per_10k = polled / 10_000
-    row = {
-        "period_ms": period_ms, "readings_per_s": polled, "engine_per_s": engine,
-        "stored_per_s": stored, "stored_ratio": stored_ratio, "poll_ratio": poll_ratio,
-        "on_time": on_time,
+    row.update({
+        "poll_ratio": poll_ratio, "on_time": on_time,
         "late_p50_ms": float(np.percentile(late_ms, 50)) if late_ms.size else None,
         "late_p99_ms": float(np.percentile(late_ms, 99)) if late_ms.size else None,
         "late_max_ms": float(late_ms.max()) if late_ms.size else None,
-        "failures": failures,
         "cpu_cores": (c1 - c0) / dt,
         "cpu_s_per_10k": (c1 - c0) / dt / per_10k if per_10k else None,
         "sim_cpu_s_per_10k": (s1 - s0) / dt / per_10k if per_10k else None,
-        "rss_mb": rss, "store": store,
-    }
-    row["store_lag_s"] = store_lag
-    row["keeps_up"] = bool(poll_ratio >= KEEP_UP_POLLS and on_time >= KEEP_UP_ON_TIME
-                           and store_lag is not None and store_lag <= KEEP_UP_STORE_LAG_S)
+        "rss_mb": rss, "store_lag_s": store_lag,
+    })
+    row["short_of"] = [what for what, ok in (
+        ("unresponsive", h0 is not None and h1 is not None),
+        ("polls", poll_ratio >= KEEP_UP_POLLS), ("on time", on_time >= KEEP_UP_ON_TIME),
+        ("store", store_lag is not None and store_lag <= KEEP_UP_STORE_LAG_S)) if not ok]
+    row["keeps_up"] = not row["short_of"]
     return row
 
 
@@ -484,24 +503,25 @@ def bench(args: Any) -> dict[str, Any]:
 
 def report(args: Any, res: dict[str, Any]) -> dict[str, Any]:
     rows, base = res["rows"], res["baseline"]
+    store = next((r["store"] for r in rows if r["store"]), None)
     print(f"{args.substations} substations x {CHANNELS} channels "
           f"({args.substations * CHANNELS:,} points), window {args.window:g} s, "
-          f"store {rows[0]['store'] if rows else '?'}")
+          f"store {store or '?'}")
     print(f"{'period ms':>9}{'polled/s':>10}{'stored/s':>10}{'polls':>7}{'on time':>8}"
           f"{'late p50':>9}{'late p99':>9}{'late max':>9}{'store lag':>10}{'cores':>7}"
           f"{'cpu/10k':>8}{'sim/10k':>8}{'RSS MB':>8}  keeps up")
 
     def f(x: Any, spec: str) -> str:
-        return format(x, spec) if x is not None else "—"
+        return format(x, spec) if x is not None else format("—", spec.split(".")[0])
 
     for r in rows:
-        print(f"{r['period_ms']:>9}{r['readings_per_s']:>10,.0f}{r['stored_per_s']:>10,.0f}"
+        print(f"{r['period_ms']:>9}{r['readings_per_s']:>10,.0f}{f(r['stored_per_s'], '>10,.0f')}"
               f"{r['poll_ratio']:>7.0%}{r['on_time']:>8.0%}{f(r['late_p50_ms'], '>9.1f')}"
               f"{f(r['late_p99_ms'], '>9.1f')}{f(r['late_max_ms'], '>9.1f')}"
               f"{f(r['store_lag_s'], '>10.1f')}{r['cpu_cores']:>7.2f}"
               f"{f(r['cpu_s_per_10k'], '>8.3f')}{f(r['sim_cpu_s_per_10k'], '>8.3f')}"
               f"{r['rss_mb']:>8.0f}  "
-              f"{'yes' if r['keeps_up'] else 'no'}")
+              f"{'yes' if r['keeps_up'] else 'no: ' + ', '.join(r['short_of'])}")
     kept = [r for r in rows if r["keeps_up"]]
     best = max(kept, key=lambda r: r["readings_per_s"]) if kept else None
     sustained = best["readings_per_s"] if best else 0.0
@@ -531,7 +551,7 @@ def report(args: Any, res: dict[str, Any]) -> dict[str, Any]:
         "max_sustained_period_ms": best["period_ms"] if best else None,
         "baseline_readings_per_s": base,
         "ratio_to_baseline": sustained / base if base else None,
-        "store": rows[0]["store"] if rows else None,
+        "store": store,
         "periods_ms": [r["period_ms"] for r in rows],
         "rows": [{k: _rounded(v, 4 if k in ("stored_ratio", "poll_ratio", "on_time",
                                              "cpu_s_per_10k", "sim_cpu_s_per_10k") else 2)

@@ -621,7 +621,7 @@ class Service:
             self._flood_changed(self.noise.count([pos], [time.time()]))
         # Suppression by design: consequence alarms hide behind their active root alarm.
         for changed, how in self.book.update_suppression(self.places, self.downwind,
-                                                         time.time()):
+                                                         time.time(), trigger=rec):
             self._alarm_changed(changed, how)
 
     # --- workflow callbacks ------------------------------------------------------------------
