@@ -59,17 +59,22 @@ Prints a table, then one JSON object on its last line:
   readings_per_s_1s (polled at 1 s), stored_per_s_1s, cpu_s_per_10k_readings (service, 1 s),
   sim_cpu_s_per_10k_readings (simulators, 1 s), poll_late_p50_ms, poll_late_p99_ms,
   poll_late_max_ms, poll_on_time_1s, poll_ratio_1s, store_lag_s_1s, keeps_up_1s, rss_mb
-  (service at 1 s),
-  max_sustained_readings_per_s (0 if not even 1 s kept up), max_sustained_period_ms (null
-  then), baseline_readings_per_s, ratio_to_baseline, store (embedded or postgres),
+  (service at 1 s), max_sustained_readings_per_s (0 if not even 1 s kept up),
+  max_sustained_period_ms (null then), baseline_readings_per_s, ratio_to_baseline, store
+  (the service's store mode from /api/v1/health),
   periods_ms (the periods run), rows (one object per period: period_ms, readings_per_s,
   engine_per_s, stored_per_s, stored_ratio, store_lag_s, poll_ratio, on_time, late_p50_ms,
-  late_p99_ms, late_max_ms, failures (failed polls), cpu_s_per_10k, sim_cpu_s_per_10k,
-  cpu_cores (service CPU seconds per second), rss_mb, keeps_up, short_of: the criteria
+  late_p99_ms, late_max_ms, failures (failed polls), open_alarms (at the window's end: the
+  simulated values stay normal, so anything open is stale or another sign of lateness),
+  cpu_s_per_10k, sim_cpu_s_per_10k, cpu_cores (service CPU seconds per second), rss_mb,
+  keeps_up, short_of: the criteria
   missed, of "unresponsive" (/api/v1/health unanswered for 30 s at the window's start or
   end: readings_per_s then counts the polls the simulators saw, the store figures are
   null), "polls", "on time", "store"),
-  elapsed_s.
+  elapsed_s. Null where a period did not run (e.g. no 1 s row).
+Always > 0 in --quick: substations, channels, readings_target_per_s_1s, readings_per_s_1s,
+stored_per_s_1s, cpu_s_per_10k_readings, rss_mb, baseline_readings_per_s, elapsed_s;
+> 0 when 1 s keeps up: max_sustained_readings_per_s, ratio_to_baseline.
 """
 
 from __future__ import annotations
@@ -444,11 +449,12 @@ def run_period(period_ms: int, config: Path, sims: Simulators, n_subs: int, args
         stored = (h1["stored"] - h0["stored"]) / dt
         row.update(readings_per_s=polled, engine_per_s=engine, stored_per_s=stored,
                    stored_ratio=stored / engine if engine > 0 else 0.0,
-                   failures=delta("failures"), store=h1["store"])
+                   failures=delta("failures"), open_alarms=h1["open_alarms"],
+                   store=h1["store"])
     else:  # no answer within 30 s: polls as the simulators saw them
         polled = seen * CHANNELS / dt
         row.update(readings_per_s=polled, engine_per_s=None, stored_per_s=None,
-                   stored_ratio=None, failures=None, store=None)
+                   stored_ratio=None, failures=None, open_alarms=None, store=None)
     per_10k = polled / 10_000
     row.update({
         "poll_ratio": poll_ratio, "on_time": on_time,
