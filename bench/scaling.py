@@ -151,12 +151,14 @@ def pct(values: list[float], q: float) -> float | None:
 async def count_connections(admin: str, db: str, out: list[int], stop: asyncio.Event) -> None:
     """Sample the database's connections (all workers' pools) every 0.5 s until ``stop``."""
     async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
-        while not stop.is_set():
+        for _ in range(7200):  # an hour at most; a configuration ends well before
             cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
                                      (db,))
             out.append((await cur.fetchone())[0])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
+            if stop.is_set():
+                return
 
 
 def mine_file(mine_id: str, points: int, location: str = "district_return") -> str:
