@@ -33,7 +33,8 @@ over a ``--window`` of seconds:
   - poll timing, seen by the simulators (their own monotonic clock, shared by all processes):
     for each substation the interval between consecutive polls; lateness = interval − P,
     p50/p99/max in ms; ``on_time`` = share of intervals ≤ 1.5 P; ``poll_ratio`` = polls seen /
-    polls due (substations x window / P);
+    polls due (substations x window / P). The stamps are taken when a simulator handles the
+    request, so a starved simulator process adds its own delay (sim CPU is printed apart);
   - CPU: utime + stime of the service process (all its threads; /proc/<pid>/stat) over the
     window, as CPU seconds per second per 10k readings/s (``cpu_s_per_10k``), and the same
     for the simulator processes together (reported apart); the service's RSS at the end.
