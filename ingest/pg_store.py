@@ -174,14 +174,17 @@ class PostgresStore:
             width = RESOLUTION_S[q.resolution]
             sql = (f"SELECT b.point_id, extract(epoch FROM b.bucket)::float8, b.vmin, b.vmax, "
                    f"b.vsum / nullif(b.n, 0), b.vlast, b.n, "
-                   f"(SELECT count(*) FROM alarms a WHERE a.mine_id = b.mine_id "
-                   f"AND a.point_id = b.point_id AND NOT a.drill "
+                   # The rollups' text columns are COLLATE "C", the alarms' the default:
+                   # compared as they are, the alarms index is used on raised_at only and
+                   # every bucket scans it (a 30-day mine statistic took 12 s, not 0.2 s).
+                   f"(SELECT count(*) FROM alarms a WHERE a.mine_id = %s "
+                   f"AND a.point_id = (b.point_id COLLATE \"default\") AND NOT a.drill "
                    f"AND a.raised_at >= extract(epoch FROM b.bucket) "
                    f"AND a.raised_at < extract(epoch FROM b.bucket) + {width}) "
                    f"FROM readings_{q.resolution} b WHERE b.mine_id = %s "
                    f"AND b.point_id = ANY(%s) AND b.bucket >= to_timestamp(%s) "
                    f"AND b.bucket < to_timestamp(%s)")
-            args = [self.mine_id, list(q.point_ids), q.t_from, q.t_to]
+            args = [self.mine_id, self.mine_id, list(q.point_ids), q.t_from, q.t_to]
             if q.after is not None:
                 sql += " AND (b.bucket, b.point_id) > (to_timestamp(%s), %s)"
                 args += [q.after[0], q.after[1]]
