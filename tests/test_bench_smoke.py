@@ -22,6 +22,13 @@ BENCHES = {
     "soak.py": ["published", "stored", "probes", "rss_end_mb"],
     "store.py": ["embedded_rows_per_s", "postgres_rows_per_s", "embedded_history_p99_ms",
                  "postgres_history_p99_ms"],
+    "query.py": ["points", "days", "rows", "rollup_rows_1h", "pg_history_24h_p50_ms",
+                 "pg_rollup_30d_p99_ms", "embedded_history_24h_p99_ms",
+                 "embedded_rollup_30d_p99_ms", "baseline_rollup_30d_p50_ms", "rollup_speedup",
+                 "pg_stats_24h_p99_ms", "embedded_stats_24h_p99_ms"],
+    "scaling.py": ["readings_per_s_1_mines_1w", "readings_per_s_1_mines_2w",
+                   "readings_per_s_10_mines_1w", "readings_per_s_10_mines_2w",
+                   "publish_baseline_readings_per_s_10_mines"],
 }
 
 
@@ -33,6 +40,10 @@ def test_bench_quick_prints_its_json_line(script):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if script == "soak.py":  # counts in = counts stored
         assert result["lost"] == 0 and result["stored"] == result["published"], result
+    if script == "query.py":  # the store, the embedded store and plain SQL agree
+        assert result["answers_match"] is True, result
+    if script == "scaling.py":
+        assert all(row["complete"] for row in result["rows"]), result
     for key in BENCHES[script]:
         assert isinstance(result[key], int | float), (key, result)
         assert result[key] > 0, (key, result)
