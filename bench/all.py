@@ -1,8 +1,9 @@
 """Run every benchmark, print one summary table and write all results with machine facts.
 
-Each bench/*.py script (engine, latency, ingest, store, query, scaling, peers, soak, then any
-other bench script with a ``__main__`` block) runs as a subprocess in its own process group,
-one after another (they would distort each other's figures), with ``--quick`` passed through.
+Each bench/*.py script (engine, latency, ingest, modbus, store, query, scaling, peers, soak,
+then any other bench script with a ``__main__`` block) runs as a subprocess in its own process
+group, one after another (they would distort each other's figures), with ``--quick`` passed
+through.
 Its last stdout line is its JSON result. A script that is missing, exits non-zero, prints no
 JSON or outlives ``--timeout`` is recorded with its error (and the tail of its stderr) and the
 run goes on; its whole process group is stopped (SIGINT, then SIGKILL) so nothing it started
@@ -42,7 +43,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-ORDER = ["engine", "latency", "ingest", "store", "query", "scaling", "peers", "soak"]
+ORDER = ["engine", "latency", "ingest", "modbus", "store", "query", "scaling", "peers", "soak"]
 # Key figures per script for the summary table (glob patterns allowed); a script not listed
 # here, or whose keys changed, shows its first numeric keys instead.
 FIGURES: dict[str, list[str]] = {
@@ -52,6 +53,8 @@ FIGURES: dict[str, list[str]] = {
                 "achieved_load_10k", "cut_p99_ms_50k", "ws50_last_p99_ms_50k",
                 "achieved_load_50k"],
     "ingest": ["readings_per_s_1w", "readings_per_s_4w", "alarm_p99_ms"],
+    "modbus": ["readings_per_s_1s", "cpu_s_per_10k_readings", "poll_late_p99_ms",
+               "max_sustained_readings_per_s"],
     "store": ["embedded_rows_per_s", "postgres_rows_per_s", "postgres_history_p99_ms"],
     "query": ["pg_rollup_30d_p50_ms", "rollup_speedup", "pg_history_24h_p99_ms"],
     "scaling": ["readings_per_s_*_mines_*w", "alarm_p99_ms_*_mines_*w"],
@@ -117,19 +120,18 @@ def scripts(only: list[str] | None) -> list[str]:
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop a script and everything it started (its own process group), bounded."""
-    if proc.poll() is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of a finished script
-        return
+    """Stop a script and everything it started (its own process group), bounded: SIGINT (its
+    finally blocks clean up), then SIGKILL; then SIGKILL whatever of the group is left (a
+    process group id stays taken while any member lives, so this reaches only its members)."""
     for sig, wait in ((signal.SIGINT, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
+        if proc.poll() is not None:
+            break
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def last_json(stdout: str) -> dict[str, Any] | None:
