@@ -53,8 +53,9 @@ every WebSocket p99 < 100 ms at 50k readings/s.
 
 Usage: python bench/latency.py [--quick] [--injections N] [--loads 0,10000,50000]
                                [--clients 50] [--level-seconds S] [--point 001A02]
-(--quick: 5 injections per phase, loads 0 and 10k only, at most 30 s of injections per load,
-about 75 s; full: 100 injections per phase, loads 0, 10k, 50k, 15-25 min.)
+(--quick: 5 injections per phase, loads 0 and 10k only, at most 30 s of injections per load:
+40 s on an idle 2-core machine, up to ~90 s on a busy one; full: 100 injections per phase,
+loads 0, 10k, 50k: 12.5 min here.)
 Last line: one JSON object.
   phase 1: cut_{p50,p99,max}_ms, ws_{p50,p99,max}_ms, processing_{p50,p99,max}_ms,
     feed_{p50,p99,max}_ms, feed_seen_{p50,p99,max}_ms, ws_after_read_{p50,p99,max}_ms,
@@ -657,7 +658,7 @@ def stop(svc: ServiceProcess, broker_pid: int | None, grace_s: float = 5.0) -> N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="5 injections per phase, loads 0 and 10k only (about 75 s)")
+                    help="5 injections per phase, loads 0 and 10k only (40-90 s)")
     ap.add_argument("--injections", type=int, default=100, help="per phase")
     ap.add_argument("--loads", default="0,10000,50000", help="readings/s, comma-separated")
     ap.add_argument("--clients", type=int, default=50, help="WebSocket clients (phase 2)")
