@@ -142,6 +142,9 @@ class MqttLink:
                 log.exception("MQTT message handling failed")
             if client is self.client:  # else the broker redelivers it on the new session
                 _puback(client, msg)
+            # Queue.get does not suspend while messages wait: yield once per message, or a
+            # backlog would starve the Modbus polls, the WebSockets and the API on this loop.
+            await asyncio.sleep(0)
 
     async def _handle(self, msg: aiomqtt.Message) -> None:
         topic = str(msg.topic)
