@@ -110,8 +110,9 @@ async def owned(url: str) -> set[str]:
         return {m for (ms,) in await cur.fetchall() for m in ms}
 
 
-async def probe_latency(cfg, probes: int) -> list[float]:
-    """Over-limit readings into the probe mine; time until its alarm event reaches the city."""
+async def probe_latency(cfg, probes: int, first: int = 0) -> list[float]:
+    """Over-limit readings into the probe mine (its points ``first`` … ``first + probes - 1``);
+    time until each alarm event reaches the city."""
     out: list[float] = []
     user = gateway_user(PROBE, "S01")
     async with aiomqtt.Client("127.0.0.1", cfg.port, username=CITY_USER,
@@ -119,10 +120,10 @@ async def probe_latency(cfg, probes: int) -> list[float]:
             aiomqtt.Client("127.0.0.1", cfg.port, username=user,
                            password=cfg.password(user), socket_options=NODELAY) as gw:
         await city.subscribe(f"mw/{PROBE}/events", qos=1)
-        seq = 10_000_000
+        seq = 10_000_000 + 2 * first
         # One point per probe: the same point raised again within a minute would be a
         # chattering alarm (latched, not annunciated anew) and would hold its off-delay.
-        for point in point_ids(probes):
+        for point in point_ids(first + probes)[first:]:
             seq += 2
             t0 = time.time()
             await gw.publish(f"mw/{PROBE}/S01/data",

@@ -37,6 +37,8 @@ from minewatch.mine import Mine  # noqa: E402
 from minewatch.pgcluster import database_url  # noqa: E402
 from minewatch.procs import free_port  # noqa: E402
 
+PROBE_POINTS = 200
+
 
 def total_rss(workers: list) -> float:
     return sum(rss_mb(w.pid) for w in workers)
@@ -70,9 +72,13 @@ async def publisher(cfg, mine_id: str, ids: list[str], rate: float, until: float
 
 
 async def prober(cfg, until: float, every: float, out: list[tuple[float, float]]) -> None:
+    """One probe every ``every`` s, rotating over the probe mine's points (a point raised
+    again within a minute would be a chattering alarm and not be annunciated anew)."""
+    k = 0
     while time.monotonic() < until:
-        got = await bi.probe_latency(cfg, 1)
+        got = await bi.probe_latency(cfg, 1, first=k % PROBE_POINTS)
         out += [(time.monotonic(), x) for x in got]
+        k += 1
         await asyncio.sleep(every)
 
 
@@ -84,7 +90,7 @@ async def run(args) -> dict:
     for m in [*mines, bi.PROBE]:
         p = tmp / f"{m}.toml"
         p.write_text(bi.mine_toml(m, args.points) if m != bi.PROBE else
-                     bi.mine_toml(m, 200, "main_return"), encoding="utf-8")
+                     bi.mine_toml(m, PROBE_POINTS, "main_return"), encoding="utf-8")
         paths.append(p)
     with database_url(durable=True) as admin:
         db = f"mw_soak_{os.getpid()}"
