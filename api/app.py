@@ -28,7 +28,6 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from alarms.lifecycle import AlarmError
 from alarms.workflows import RestoreRefused
 from api.auth import (
     OPERATE,
@@ -44,6 +43,7 @@ from api.auth import (
 from api.auth import router as auth_router
 from api.drills import router as drills_router
 from api.incidents import router as incidents_router
+from api.lifecycle import apply_change
 from api.lifecycle import router as lifecycle_router
 from api.params import document_errors, errors, optional_period, period
 from api.regulators import router as regulators_router
@@ -202,12 +202,8 @@ async def alarms(
 async def ack_alarm(request: Request, alarm_id: str, body: AckBody | None = None) -> dict:
     s = svc(request)
     body = body or AckBody()
-    try:
-        rec = s.book.ack(alarm_id, body.user, time.time())
-    except AlarmError as exc:
-        raise HTTPException(409 if alarm_id in s.book.open else 404, str(exc)) from exc
-    s._alarm_changed(rec, "acknowledged")
-    return s.alarm_json(rec)
+    return apply_change(s, lambda: (s.book.ack(alarm_id, body.user, time.time()),
+                                    "acknowledged"))
 
 
 @router.get("/commands", dependencies=READ)

@@ -40,7 +40,7 @@ def _status(exc: AlarmError) -> HTTPException:
     return HTTPException(code, str(exc))
 
 
-def _apply(s: Service, change) -> dict[str, Any]:
+def apply_change(s: Service, change) -> dict[str, Any]:
     """Run one alarm-book change (returns the record and its transition), publish it and
     answer with the record; the book's refusals become 404/409/403/422."""
     try:
@@ -77,7 +77,7 @@ class OutOfServiceBody(BaseModel):
 async def shelve(request: Request, alarm_id: str, body: ShelveBody) -> dict[str, Any]:
     """Safety-critical alarms (power cut, unverified cut, lockout) cannot be shelved (403)."""
     s, now = _svc(request), time.time()
-    return _apply(s, lambda: s.book.shelve(alarm_id, body.user, body.reason,
+    return apply_change(s, lambda: s.book.shelve(alarm_id, body.user, body.reason,
                                            now + body.minutes * 60, now))
 
 
@@ -85,14 +85,14 @@ async def shelve(request: Request, alarm_id: str, body: ShelveBody) -> dict[str,
              summary="取消搁置 / unshelve an alarm")
 async def unshelve(request: Request, alarm_id: str, body: UserBody) -> dict[str, Any]:
     s = _svc(request)
-    return _apply(s, lambda: s.book.unshelve(alarm_id, body.user, time.time()))
+    return apply_change(s, lambda: s.book.unshelve(alarm_id, body.user, time.time()))
 
 
 @router.post("/alarms/{alarm_id}/comments", dependencies=OPERATE, responses=errors(409),
              summary="报警备注 / comment on an open alarm")
 async def comment(request: Request, alarm_id: str, body: CommentBody) -> dict[str, Any]:
     s = _svc(request)
-    return _apply(s, lambda: s.book.comment(alarm_id, body.user, body.text, time.time()))
+    return apply_change(s, lambda: s.book.comment(alarm_id, body.user, body.text, time.time()))
 
 
 class CalibrationBody(BaseModel):
