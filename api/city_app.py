@@ -187,8 +187,14 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
     add_guard(app, MAX_REQUEST_BYTES)
 
     def visible(user: User, mine_id: str | None) -> None:
-        if mine_id is not None and not user.sees(mine_id):
+        """A mine filter (None: all the user's mines) must be in the user's jurisdiction
+        (403) and known to the city (404)."""
+        if mine_id is None:
+            return
+        if not user.sees(mine_id):
             raise HTTPException(403, f"无权查看煤矿 {mine_id} / outside your jurisdiction")
+        if mine_id not in state.mines:
+            raise HTTPException(404, f"unknown mine: {mine_id}")
 
     @app.get("/api/v1/health")
     async def health() -> dict[str, Any]:
@@ -212,8 +218,6 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
     @app.get("/api/v1/city/incidents")
     async def incidents(user: Reader, mine: str | None = None) -> list[dict[str, Any]]:
         visible(user, mine)
-        if mine is not None and mine not in state.mines:
-            raise HTTPException(404, f"unknown mine: {mine}")
         return state.incidents(mine, user.sees)
 
     @app.get("/api/v1/city/drills")
@@ -221,8 +225,6 @@ def create_city_app(broker_host: str, broker_port: int, username: str, password:
                      limit: Annotated[int, Query(ge=1, le=DRILLS_LIMIT)] = 50,
                      ) -> list[dict[str, Any]]:
         visible(user, mine)
-        if mine is not None and mine not in state.mines:
-            raise HTTPException(404, f"unknown mine: {mine}")
         return state.drills(mine, limit, user.sees)
 
     @app.get("/api/v1/city/alarms")
