@@ -45,7 +45,7 @@ from minewatch.broker import (
 )
 from minewatch.mine import Mine
 from minewatch.pgcluster import database_url
-from minewatch.procs import ROOT, free_port
+from minewatch.procs import ROOT, free_port, stop_all
 
 PROBE = "probe"
 
@@ -159,13 +159,7 @@ def start_workers(n: int, paths: list[Path], pg: str, broker_url: str, data: Pat
 
 
 def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        p.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stop_all(procs, signal.SIGINT, grace=20)
 
 
 async def run_config(workers: int, args, tmp: Path, admin_url: str) -> dict:

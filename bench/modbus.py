@@ -106,8 +106,9 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from minewatch.procs import proc_stat, rss_mb, stop_all  # noqa: E402
+
 CHANNELS = 64
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ON_TIME_FACTOR = 1.5  # a poll is on time if it follows the previous one within 1.5 periods
 KEEP_UP_POLLS = 0.95
 KEEP_UP_ON_TIME = 0.95
@@ -277,14 +278,8 @@ class Simulators:
             if p.stdin is not None:
                 with contextlib.suppress(OSError):
                     p.stdin.close()
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        stop_all(self.procs)
         for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
             if p.stdout is not None:
                 p.stdout.close()
         self.procs.clear()
@@ -294,16 +289,7 @@ class Simulators:
 
 def cpu_s(pid: int) -> float:
     """utime + stime (all threads) of a live process, in seconds."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return proc_stat(pid)[1]
 
 
 # --- baseline: a bare client loop ---------------------------------------------------------------

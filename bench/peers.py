@@ -85,7 +85,14 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import numpy as np
 
-from minewatch.procs import ROOT, ServiceProcess, free_port, start_service
+from minewatch.procs import (
+    ROOT,
+    ServiceProcess,
+    free_port,
+    proc_stat,
+    start_service,
+    stop_all,
+)
 
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
@@ -93,7 +100,6 @@ OVER_LIMIT = 1.8  # % CH4, above the power-cut limit of every methane point used
 PROM_POINT = "001A02"  # return corner, cut 1.5 % (the same point as the Modbus run)
 MODBUS_POINT = "001A02"
 MQTT_POINT = "004A01"  # trolley loading point on the MQTT gateway S04, cut 0.5 %
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- CPU of a set of processes --------------------------------------------------------------
@@ -101,11 +107,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def _stat(pid: int) -> tuple[int, float] | None:
     """(ppid, utime + stime in seconds) of a live process, else None."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        return proc_stat(pid)
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def with_descendants(roots: dict[str, int]) -> dict[int, str]:
@@ -188,15 +192,7 @@ class Procs:
         return p
 
     def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_all(self.procs)
         self.procs.clear()
 
 

@@ -35,20 +35,13 @@ import ingest as bi  # noqa: E402  (bench/ingest.py, not the ingest package)
 from minewatch.broker import NODELAY, BrokerProcess, gateway_user, write_config  # noqa: E402
 from minewatch.mine import Mine  # noqa: E402
 from minewatch.pgcluster import database_url  # noqa: E402
-from minewatch.procs import free_port  # noqa: E402
+from minewatch.procs import free_port, rss_mb  # noqa: E402
 
 PROBE_POINTS = 200
 
 
 def total_rss(workers: list) -> float:
     return sum(rss_mb(w.pid) for w in workers)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def publisher(cfg, mine_id: str, ids: list[str], rate: float, until: float,

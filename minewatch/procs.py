@@ -43,6 +43,38 @@ def login(url: str, user: str, password: str) -> str:
     return r.json()["access_token"]
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int) -> tuple[int, float]:
+    """(parent pid, utime + stime of all threads in seconds) of a live process (benchmarks'
+    CPU figures); OSError once it is gone."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()  # the command name may hold spaces
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop_all(procs: list[subprocess.Popen], sig: int = signal.SIGTERM,
+             grace: float = 10.0) -> None:
+    """Signal every process, then wait for each, killing those still alive after ``grace``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
